@@ -1,0 +1,71 @@
+"""Atomic file writes: a reader sees the old file or the new one, never half of either.
+
+Every file mlplab writes goes through here: write to a temporary file in the same folder, fsync it,
+os.replace() it over the target (atomic on POSIX), then fsync the folder so the rename itself survives a
+power cut. A failure (full disk, permissions) removes the temporary file and leaves the previous target
+untouched; it surfaces as one MlplabError line.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from mlplab.errors import MlplabError
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # some filesystems do not allow opening folders; the rename is still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_with(path, write, *, mode: str = "wb") -> Path:
+    """Call write(file_object) on a temporary file, then move it over `path` atomically."""
+    path = Path(path)
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MlplabError(f"cannot create folder {folder}: {exc.strerror or exc}") from exc
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            if exc.errno == errno.ENOSPC:
+                raise MlplabError(f"disk full while writing {path}; the previous version of the file is intact") from exc
+            raise MlplabError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise
+    _fsync_dir(folder)
+    return path
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    return atomic_write_with(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")

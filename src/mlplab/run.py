@@ -1,0 +1,222 @@
+"""The run directory: one folder per training run, readable without the code that wrote it.
+
+Layout (DESIGN.md contract):
+    config.json          everything needed to rebuild the model, reload the data and resume
+    model.safetensors    the model's weights (Keras-order names are not needed: torch state_dict keys)
+    history.csv          epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds
+    metrics.json         test metrics, written once after training (and by `mlplab evaluate`)
+    summary.txt          the Keras-style summary table
+    manifest.json        versions, seed, device, threads, timings
+    checkpoints/         last.safetensors (full training state, for --resume), best.safetensors
+    plots/ embeddings/ report.html
+
+Nothing here unpickles: weights and optimizer state are safetensors, the rest is JSON and CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from mlplab.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
+from mlplab.errors import MlplabError
+
+RUN_FORMAT = "mlplab-run/1"
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class SplitData:
+    images: np.ndarray   # the raw samples as the Dataset holds them (thumbnails, galleries)
+    x: np.ndarray        # float32 (N, D) model inputs: to_features(images)
+    y: np.ndarray        # int64 (N,) labels
+    indices: np.ndarray  # positions in the dataset's train (train/val) or test arrays
+
+
+def format_history_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    for row in rows:
+        cells = []
+        for col in HISTORY_COLUMNS:
+            value = row.get(col)
+            if col == "epoch":
+                cells.append(str(int(value)))
+            elif value is None or (isinstance(value, float) and math.isnan(value)):
+                cells.append("")
+            else:
+                cells.append(repr(float(value)))  # repr round-trips a float exactly
+        writer.writerow(cells)
+    return out.getvalue()
+
+
+def parse_history_csv(text: str, where: str = "history.csv") -> list[dict]:
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if header != HISTORY_COLUMNS:
+        raise MlplabError(f"{where}: header must be {','.join(HISTORY_COLUMNS)}, found {','.join(header or [])!r}")
+    rows = []
+    for lineno, cells in enumerate(reader, start=2):
+        if len(cells) != len(HISTORY_COLUMNS):
+            raise MlplabError(f"{where}: line {lineno} has {len(cells)} fields, expected {len(HISTORY_COLUMNS)}")
+        try:
+            row = {"epoch": int(cells[0])}
+            for col, cell in zip(HISTORY_COLUMNS[1:], cells[1:]):
+                row[col] = float(cell) if cell != "" else float("nan")
+        except ValueError as exc:
+            raise MlplabError(f"{where}: line {lineno} is not numeric ({exc})") from exc
+        rows.append(row)
+    return rows
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MlplabError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MlplabError(f"{path} is not valid JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise MlplabError(f"{path} must hold a JSON object")
+    return obj
+
+
+def _check_config(config: dict, where: Path) -> None:
+    problems = []
+    for section, keys in (("data", ("name",)), ("model", ("spec", "input_dim")), ("train", ("seed",))):
+        part = config.get(section)
+        if not isinstance(part, dict):
+            problems.append(f"missing section {section!r}")
+            continue
+        problems += [f"missing {section}.{k}" for k in keys if k not in part]
+    if problems:
+        raise MlplabError(f"{where} is not an mlplab run config: {'; '.join(problems)}")
+
+
+class Run:
+    """A run directory on disk. Cheap to open; each part is read when asked for."""
+
+    def __init__(self, path: Path, config: dict):
+        self.path = path
+        self.config = config
+
+    # --- plain files -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.config["data"].get("class_names")
+        if names:
+            return [str(n) for n in names]
+        return [str(i) for i in range(int(self.config["data"].get("n_classes", 0)))]
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.path / "embeddings"
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / "model.safetensors"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def history(self) -> list[dict]:
+        path = self.path / "history.csv"
+        if not path.exists():
+            return []
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MlplabError(f"cannot read {path}: {exc}") from exc
+        return parse_history_csv(text, str(path))
+
+    def metrics(self) -> dict | None:
+        path = self.path / "metrics.json"
+        return _read_json(path) if path.exists() else None
+
+    def manifest(self) -> dict | None:
+        path = self.path / "manifest.json"
+        return _read_json(path) if path.exists() else None
+
+    def summary_text(self) -> str | None:
+        path = self.path / "summary.txt"
+        return path.read_text(encoding="utf-8") if path.exists() else None
+
+    # --- model and data ------------------------------------------------------------------------------
+    def model(self, device: str = "cpu"):
+        from mlplab.model import build
+        from mlplab.train.checkpoint import load_weights
+
+        m = self.config["model"]
+        model = build(m["spec"], int(m["input_dim"]), init=m.get("init", "glorot_uniform"))
+        load_weights(model, self.weights_path)
+        return model.to(device)
+
+    @cached_property
+    def _dataset(self):
+        from mlplab.data import load_dataset
+
+        data = self.config["data"]
+        return load_dataset(data["name"], **data.get("load_options", {}))
+
+    def dataset(self):
+        return self._dataset
+
+    def split_indices(self, name: str) -> np.ndarray:
+        """Positions of a split's samples: train/val index the dataset's train arrays, test its test arrays."""
+        from mlplab.data import train_val_split
+
+        if name not in SPLITS:
+            raise MlplabError(f"unknown split {name!r}; choose one of: {', '.join(SPLITS)}")
+        ds = self._dataset
+        if name == "test":
+            return np.arange(len(ds.y_test), dtype=np.int64)
+        val_split = float(self.config["data"].get("val_split") or 0.0)
+        if val_split <= 0:
+            if name == "val":
+                raise MlplabError(f"run {self.path} was trained without a validation split; use --split train or test")
+            return np.arange(len(ds.y_train), dtype=np.int64)
+        train_idx, val_idx = train_val_split(ds.y_train, val_split, int(self.config["train"]["seed"]))
+        return train_idx if name == "train" else val_idx
+
+    def split(self, name: str) -> SplitData:
+        from mlplab.data import to_features
+
+        idx = self.split_indices(name)
+        ds = self._dataset
+        images = ds.x_test if name == "test" else ds.x_train
+        labels = ds.y_test if name == "test" else ds.y_train
+        images = images[idx]
+        return SplitData(images=images, x=to_features(images), y=np.asarray(labels[idx], dtype=np.int64), indices=idx)
+
+
+def open_run(path) -> Run:
+    """Open an existing run directory; MlplabError if it is missing, not a run, or its config is corrupt."""
+    path = Path(path)
+    if not path.exists():
+        raise MlplabError(f"run directory {path} does not exist")
+    if not path.is_dir():
+        raise MlplabError(f"{path} is not a run directory (it is a file)")
+    config_path = path / "config.json"
+    if not config_path.exists():
+        raise MlplabError(f"{path} is not an mlplab run: config.json is missing")
+    config = _read_json(config_path)
+    _check_config(config, config_path)
+    return Run(path, config)
