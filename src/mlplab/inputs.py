@@ -1,0 +1,68 @@
+"""Reading single images for `mlplab predict`: PNG/JPG (grayscale, resized to the model's input) and NPY."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mlplab.errors import MlplabError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+
+
+def load_image(path, input_shape: tuple[int, ...], *, invert: bool = False) -> np.ndarray:
+    """One sample shaped like the training images: uint8 (H, W) for pictures, float32 for NPY arrays."""
+    path = Path(path)
+    if not path.is_file():
+        raise MlplabError(f"{path} does not exist or is not a file")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arr = _load_npy(path, input_shape)
+    elif suffix in IMAGE_SUFFIXES:
+        arr = _load_picture(path, input_shape)
+    else:
+        raise MlplabError(f"{path}: unsupported file type {suffix or '(none)'}; use .png, .jpg or .npy")
+    if invert:
+        arr = (255 - arr) if arr.dtype == np.uint8 else (1.0 - arr)
+    return arr
+
+
+def _load_picture(path: Path, input_shape) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if len(input_shape) != 2:
+        raise MlplabError(f"{path}: this model takes {int(np.prod(input_shape))} features, not images; "
+                          "give a .npy file with one value per feature")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            gray = img.convert("L")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise MlplabError(f"{path} is not a readable image ({exc})") from exc
+    h, w = input_shape
+    if gray.size != (w, h):
+        gray = gray.resize((w, h), Image.Resampling.LANCZOS)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def _load_npy(path: Path, input_shape) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise MlplabError(f"{path} is not a readable .npy array ({exc})".splitlines()[0]) from exc
+    if arr.dtype.kind not in "uif" and arr.dtype != np.bool_:
+        raise MlplabError(f"{path}: array dtype {arr.dtype} is not numeric")
+    size = int(np.prod(input_shape))
+    if arr.shape != tuple(input_shape) and arr.shape != (size,):
+        expected = "x".join(map(str, input_shape))
+        raise MlplabError(f"{path} has shape {arr.shape}; the model expects one {expected} image "
+                          f"(or {size} values)")
+    if not np.all(np.isfinite(arr)):
+        raise MlplabError(f"{path} contains NaN or infinite values")
+    if arr.dtype != np.uint8:
+        arr = arr.astype(np.float32)
+        if arr.min() < 0 or arr.max() > 1:
+            raise MlplabError(f"{path}: float pixel values must be in [0, 1] (found {arr.min():g}..{arr.max():g}); "
+                              "save uint8 0..255 or scale to [0, 1]")
+    return arr.reshape(input_shape)

@@ -1,0 +1,154 @@
+"""Callbacks: hooks the training loop calls, with Keras's names and, for EarlyStopping, Keras's semantics."""
+
+from __future__ import annotations
+
+import math
+
+from mlplab.errors import MlplabError
+
+
+class Callback:
+    """Base class. `trainer` gives access to the model, the optimizer and trainer.stop_training."""
+
+    def on_train_begin(self, trainer) -> None: ...
+
+    def on_epoch_begin(self, trainer, epoch: int, n_batches: int) -> None: ...
+
+    def on_batch_end(self, trainer, batch: int, logs: dict) -> None: ...
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None: ...
+
+    def on_train_end(self, trainer) -> None: ...
+
+    # Callbacks with state that a resumed run needs (EarlyStopping's wait counter, best value) override these.
+    def state_dict(self) -> dict:
+        return {}
+
+    def state_tensors(self) -> dict | None:
+        """Tensors to checkpoint alongside state_dict (e.g. best weights); None when there are none."""
+        return None
+
+    def load_state_dict(self, state: dict, tensors: dict | None = None) -> None: ...
+
+
+def resolve_mode(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise MlplabError(f"mode must be one of: auto, min, max (got {mode!r})")
+    if mode != "auto":
+        return mode
+    # Keras: "auto" maximises accuracy-like metrics and minimises everything else
+    return "max" if ("acc" in monitor or monitor.endswith("auc")) else "min"
+
+
+MONITORS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has stopped improving, exactly as keras.callbacks.EarlyStopping (Keras 3) decides.
+
+    Epochs are 0-based inside callbacks, as in Keras. Every epoch counts toward `wait` (reset on an
+    improvement that also beats `baseline`); training stops once wait >= patience, never after the first
+    epoch. With restore_best_weights the best epoch's weights are put back when training ends.
+    """
+
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0, mode: str = "auto",
+                 baseline: float | None = None, restore_best_weights: bool = False, start_from_epoch: int = 0):
+        if monitor not in MONITORS:
+            raise MlplabError(f"early stopping monitor must be one of: {', '.join(MONITORS)} (got {monitor!r})")
+        if not isinstance(patience, int) or patience < 0:
+            raise MlplabError(f"early stopping patience must be an integer >= 0 (got {patience!r})")
+        if not math.isfinite(min_delta):
+            raise MlplabError(f"early stopping min_delta must be a finite number (got {min_delta!r})")
+        if start_from_epoch < 0:
+            raise MlplabError(f"start_from_epoch must be >= 0 (got {start_from_epoch!r})")
+        self.monitor = monitor
+        self.mode = resolve_mode(monitor, mode)
+        self.min_delta = abs(float(min_delta))
+        self.patience = patience
+        self.baseline = baseline
+        self.restore_best_weights = restore_best_weights
+        self.start_from_epoch = start_from_epoch
+        self.reset()
+
+    def reset(self) -> None:
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.best_weights = None  # dict of tensors (state_dict copy) when restore_best_weights
+
+    def _is_improvement(self, value: float, reference: float | None) -> bool:
+        if reference is None:
+            return True
+        if self.mode == "min":
+            return value + self.min_delta < reference
+        return value - self.min_delta > reference
+
+    def on_train_begin(self, trainer) -> None:
+        # Keras resets at every fit(); a resumed run restores the saved state after this call instead.
+        self.reset()
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        value = logs.get(self.monitor)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            if self.monitor.startswith("val_"):
+                raise MlplabError(f"early stopping monitors {self.monitor!r} but there is no validation data; "
+                                  "use a validation split (e.g. --val-split 0.1) or monitor 'loss'")
+            return
+        if epoch < self.start_from_epoch:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights = trainer.copy_weights()
+            self.best_epoch = epoch
+        self.wait += 1
+        if self._is_improvement(value, self.best):
+            self.best = value
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = trainer.copy_weights()
+            if self.baseline is None or self._is_improvement(value, self.baseline):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            trainer.stop_training = True
+
+    def on_train_end(self, trainer) -> None:
+        if self.restore_best_weights and self.best_weights is not None:
+            trainer.load_weights_from(self.best_weights)
+            trainer.history.restored_epoch = self.best_epoch + 1
+        if self.stopped_epoch > 0:
+            trainer.history.stopped_early_at = self.stopped_epoch + 1
+
+    def state_dict(self) -> dict:
+        return {"wait": self.wait, "stopped_epoch": self.stopped_epoch, "best": self.best, "best_epoch": self.best_epoch}
+
+    def state_tensors(self) -> dict | None:
+        return self.best_weights
+
+    def load_state_dict(self, state: dict, tensors: dict | None = None) -> None:
+        if tensors is not None:
+            self.best_weights = tensors
+        self.wait = int(state["wait"])
+        self.stopped_epoch = int(state["stopped_epoch"])
+        self.best = state["best"]
+        self.best_epoch = int(state["best_epoch"])
+
+    @classmethod
+    def from_string(cls, text: str, **kwargs) -> "EarlyStopping":
+        """Parse the CLI form METRIC:PATIENCE (e.g. val_loss:4)."""
+        metric, sep, patience = str(text).partition(":")
+        if not sep or not patience.strip().isdigit():
+            raise MlplabError(f"--early-stop must be METRIC:PATIENCE with METRIC one of {', '.join(MONITORS)} "
+                              f"and PATIENCE an integer >= 0, e.g. val_loss:4 (got {text!r})")
+        return cls(monitor=metric.strip(), patience=int(patience), **kwargs)
+
+
+class LambdaCallback(Callback):
+    """Quick hooks from plain functions: LambdaCallback(on_epoch_end=lambda trainer, epoch, logs: ...)."""
+
+    def __init__(self, **hooks):
+        for name, fn in hooks.items():
+            if not hasattr(Callback, name):
+                raise MlplabError(f"unknown callback hook {name!r}")
+            setattr(self, name, fn)

@@ -1,0 +1,165 @@
+"""Writes a training run to its directory as it goes, so that a killed process leaves a loadable run.
+
+Order at the end of each epoch: the full training state (checkpoints/last.safetensors) first, then
+history.csv, then model.safetensors. Each is one atomic rename. If the process dies between two of them,
+resuming reads the checkpoint (which carries its own history) and rewrites the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from mlplab.atomic import atomic_write_json, atomic_write_text
+from mlplab.errors import MlplabError
+from mlplab.run import RUN_FORMAT, format_history_csv
+from mlplab.train.checkpoint import save_training_state, save_weights
+
+# what a run directory may contain: --overwrite removes only these, never unknown files
+RUN_ENTRIES = ("config.json", "model.safetensors", "history.csv", "metrics.json", "summary.txt", "manifest.json",
+               "checkpoints", "plots", "embeddings", "report.html")
+
+
+def prepare_run_dir(path: Path, *, overwrite: bool) -> None:
+    """Create a fresh run directory, refusing to clobber anything that is not ours."""
+    if path.exists() and not path.is_dir():
+        raise MlplabError(f"--out {path} is a file; give a folder for the run")
+    if path.exists() and any(path.iterdir()):
+        if not (path / "config.json").exists():
+            raise MlplabError(f"--out {path} is a non-empty folder that is not an mlplab run; choose another --out")
+        if not overwrite:
+            raise MlplabError(f"run {path} already exists; continue it with --resume {path} "
+                              f"or replace it with --overwrite")
+        for name in RUN_ENTRIES:
+            target = path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MlplabError(f"cannot create run directory {path}: {exc.strerror or exc}") from exc
+
+
+def environment() -> dict:
+    import numpy
+    import torch
+
+    import mlplab
+
+    return {
+        "mlplab": mlplab.__version__, "python": platform.python_version(), "torch": torch.__version__,
+        "numpy": numpy.__version__, "platform": platform.platform(), "processor": platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+class RunWriter:
+    """Called by the Trainer at the start, after each epoch, on interrupt and at the end."""
+
+    def __init__(self, path, config: dict, *, monitor: str, mode: str):
+        self.path = Path(path)
+        self.config = config
+        self.monitor = monitor
+        self.mode = mode
+        self.best_value: float | None = None
+        self.started = time.time()
+        self.manifest: dict = {}
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def write_static(self, summary_text: str) -> None:
+        atomic_write_json(self.path / "config.json", self.config)
+        atomic_write_text(self.path / "summary.txt", summary_text)
+
+    def on_train_begin(self, trainer) -> None:
+        existing = self._read_manifest()
+        self.manifest = {
+            "format": RUN_FORMAT,
+            "created": existing.get("created") or _now(),
+            "seed": trainer.seed,
+            "device": str(trainer.device),
+            "environment": environment(),
+            "sessions": existing.get("sessions", []) + [{"started": _now(), "from_epoch": trainer.history.epochs_done}],
+            "status": "training",
+        }
+        atomic_write_json(self.path / "manifest.json", self.manifest)
+        rows = [r for r in trainer.history.rows if not _isnan(r.get(self.monitor))]
+        if rows:  # a resumed run keeps judging "best" against what it already had
+            values = [r[self.monitor] for r in rows]
+            self.best_value = min(values) if self.mode == "min" else max(values)
+
+    def on_epoch_end(self, trainer, row: dict) -> None:
+        meta = {
+            "epoch": int(row["epoch"]),
+            "history": trainer.history.rows,
+            "callbacks": trainer.callback_state(),
+            "best_value": self.best_value,
+        }
+        extra = trainer.callback_tensors()
+        improved = self._improved(row.get(self.monitor))
+        if improved:
+            self.best_value = row[self.monitor]
+            meta["best_value"] = self.best_value
+        save_training_state(self.checkpoints / "last.safetensors", model=trainer.model, optimizer=trainer.optimizer,
+                            rng=trainer.rng_state(), extra_tensors=extra, meta=meta)
+        atomic_write_text(self.path / "history.csv", format_history_csv(trainer.history.rows))
+        save_weights(trainer.model, self.path / "model.safetensors")
+        if improved:
+            save_weights(trainer.model, self.checkpoints / "best.safetensors")
+            atomic_write_json(self.checkpoints / "best.json", {"epoch": int(row["epoch"]), "monitor": self.monitor,
+                                                               "value": self.best_value})
+
+    def on_interrupt(self, trainer) -> None:
+        # Keep what was learned in the unfinished epoch; the resumable state stays at the last whole epoch.
+        save_weights(trainer.model, self.path / "model.safetensors")
+        self._finish_manifest(trainer, "interrupted")
+
+    def on_train_end(self, trainer) -> None:
+        save_weights(trainer.model, self.path / "model.safetensors")  # after restore_best_weights, if any
+        status = "stopped early" if trainer.history.stopped_early_at else "finished"
+        self._finish_manifest(trainer, status)
+
+    def _finish_manifest(self, trainer, status: str) -> None:
+        rows = trainer.history.rows
+        self.manifest.update(status=status, epochs=trainer.history.epochs_done,
+                             train_seconds=sum(r["seconds"] for r in rows),
+                             stopped_early_at=trainer.history.stopped_early_at,
+                             restored_best_epoch=trainer.history.restored_epoch,
+                             finished=_now())
+        atomic_write_json(self.path / "manifest.json", self.manifest)
+
+    def update_manifest(self, **fields) -> None:
+        self.manifest.update(fields)
+        atomic_write_json(self.path / "manifest.json", self.manifest)
+
+    def _improved(self, value) -> bool:
+        if _isnan(value):
+            return False
+        if self.best_value is None:
+            return True
+        return value < self.best_value if self.mode == "min" else value > self.best_value
+
+    def _read_manifest(self) -> dict:
+        try:
+            return json.loads((self.path / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+
+def _isnan(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

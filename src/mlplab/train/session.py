@@ -1,0 +1,173 @@
+"""A whole training run from options to a finished run directory: what `mlplab train` and experiment
+stages call. Data is loaded, the model built, the Trainer wired to a RunWriter, the test split evaluated
+once at the end. `resume_run` rebuilds all of it from config.json and the last checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlplab.config import TrainOptions
+from mlplab.errors import MlplabError
+from mlplab.run import RUN_FORMAT, open_run
+from mlplab.train.callbacks import EarlyStopping, resolve_mode
+from mlplab.train.history import History
+from mlplab.train.run_writer import RunWriter, prepare_run_dir
+from mlplab.train.trainer import Trainer
+
+
+@dataclass
+class TrainResult:
+    path: Path
+    history: History
+    metrics: dict | None      # None when training was interrupted
+    interrupted_at: tuple[int, int] | None = None
+
+
+def run_config(opts: TrainOptions, ds, input_dim: int) -> dict:
+    return {
+        "format": RUN_FORMAT,
+        "data": {"name": opts.data, "val_split": opts.val_split, "input_dim": input_dim,
+                 "input_shape": list(ds.input_shape), "n_classes": ds.n_classes,
+                 "class_names": list(ds.class_names), "source": ds.source,
+                 "load_options": {"test_fraction": opts.test_fraction, "seed": opts.seed}},
+        "model": {"spec": opts.model, "input_dim": input_dim, "init": opts.init},
+        "train": {k: v for k, v in opts.as_dict().items() if k not in ("data", "model", "init", "test_fraction")},
+    }
+
+
+def _options_from_config(config: dict) -> TrainOptions:
+    train = dict(config["train"])
+    train.update(data=config["data"]["name"], model=config["model"]["spec"],
+                 init=config["model"].get("init", "glorot_uniform"),
+                 test_fraction=config["data"].get("load_options", {}).get("test_fraction", 0.2))
+    return TrainOptions.from_mapping(train, where="config.json")
+
+
+def _early_stopping(opts: TrainOptions) -> EarlyStopping | None:
+    if not opts.early_stop:
+        return None
+    return EarlyStopping.from_string(opts.early_stop, min_delta=opts.min_delta,
+                                     restore_best_weights=opts.restore_best)
+
+
+def _monitor(opts: TrainOptions, es: EarlyStopping | None) -> tuple[str, str]:
+    if es is not None:
+        return es.monitor, es.mode
+    monitor = "val_loss" if opts.val_split > 0 else "loss"
+    return monitor, resolve_mode(monitor, "auto")
+
+
+def _make_trainer(model, opts: TrainOptions) -> Trainer:
+    return Trainer(model, loss=opts.loss, optimizer=opts.optimizer, lr=opts.lr, momentum=opts.momentum,
+                   nesterov=opts.nesterov, weight_decay=opts.weight_decay, schedule=opts.schedule,
+                   schedule_options={"step_size": opts.step_size, "gamma": opts.gamma} if opts.schedule == "step"
+                   else {}, batch_size=opts.batch_size, seed=opts.seed, device=opts.device, threads=opts.threads)
+
+
+def _check_output_layer(model, ds) -> None:
+    if model.n_outputs != ds.n_classes:
+        raise MlplabError(f"the model's output layer has {model.n_outputs} units but the data has "
+                          f"{ds.n_classes} classes; end the spec with {ds.n_classes}:softmax")
+
+
+def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=()) -> TrainResult:
+    from mlplab.data import load_dataset
+    from mlplab.model import build, summary
+
+    opts.validate()
+    out = Path(out)
+    ds = load_dataset(opts.data, test_fraction=opts.test_fraction, seed=opts.seed)
+    input_dim = int(np.prod(ds.input_shape))
+    model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
+    _check_output_layer(model, ds)
+    trainer = _make_trainer(model, opts)  # validates optimizer settings before anything is written
+    prepare_run_dir(out, overwrite=overwrite)
+    es = _early_stopping(opts)
+    monitor, mode = _monitor(opts, es)
+    writer = RunWriter(out, run_config(opts, ds, input_dim), monitor=monitor, mode=mode)
+    writer.write_static(summary(model))
+    trainer.run_writer = writer
+    return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
+
+
+def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | None = None,
+               threads: int | None = None) -> TrainResult:
+    from mlplab.data import load_dataset
+    from mlplab.model import build
+    from mlplab.train.checkpoint import load_training_state
+
+    run = open_run(path)
+    opts = _options_from_config(run.config)
+    if epochs is not None:
+        opts.epochs = epochs
+    if device is not None:
+        opts.device = device
+    if threads is not None:
+        opts.threads = threads
+    opts.validate()
+    last = run.checkpoint_dir / "last.safetensors"
+    if not last.exists():
+        raise MlplabError(f"run {run.path} has no checkpoint to resume from (checkpoints/last.safetensors is "
+                          "missing: it had not finished its first epoch); start it again with --overwrite")
+    ds = load_dataset(opts.data, test_fraction=opts.test_fraction, seed=opts.seed)
+    input_dim = int(run.config["model"]["input_dim"])
+    model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
+    _check_output_layer(model, ds)
+    trainer = _make_trainer(model, opts)
+    rng, extra, meta = load_training_state(last, model=trainer.model, optimizer=trainer.optimizer)
+    trainer.restore(rng=rng, history_rows=meta["history"], callback_state=meta.get("callbacks", {}),
+                    callback_tensors=extra)
+    done = trainer.history.epochs_done
+    if opts.epochs <= done:
+        raise MlplabError(f"run {run.path} already has {done} epochs; resume to a later epoch with --epochs N "
+                          f"(N > {done})")
+    es = _early_stopping(opts)
+    monitor, mode = _monitor(opts, es)
+    config = dict(run.config)
+    config["train"] = dict(config["train"], epochs=opts.epochs)
+    writer = RunWriter(run.path, config, monitor=monitor, mode=mode)
+    from mlplab.atomic import atomic_write_json
+
+    atomic_write_json(run.path / "config.json", config)
+    trainer.run_writer = writer
+    return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
+
+
+def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOptions, es, callbacks) -> TrainResult:
+    cbs = list(callbacks)
+    if es is not None:
+        cbs.insert(0, es)  # first, so that its checkpointed state keeps the same position on resume
+    history = trainer.fit(ds.x_train, ds.y_train, epochs=opts.epochs, validation_split=opts.val_split,
+                          callbacks=cbs, split_seed=opts.seed)
+    if history.interrupted:
+        return TrainResult(writer.path, history, None, getattr(trainer, "interrupted_at", None))
+    metrics = evaluate_model(trainer.model, ds, loss=trainer.loss, data_name=opts.data, device=trainer.device)
+    from mlplab.atomic import atomic_write_json
+
+    atomic_write_json(writer.path / "metrics.json", metrics)
+    writer.update_manifest(test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"])
+    return TrainResult(writer.path, history, metrics)
+
+
+def evaluate_model(model, ds, *, loss: str = "categorical_crossentropy", data_name: str, device="cpu",
+                   split: str = "test") -> dict:
+    """Test loss, accuracy, per-class scores and confusion matrix of `model` on the dataset's test split."""
+    import torch
+
+    from mlplab.data import to_features
+    from mlplab.model import engine
+    from mlplab.train.metrics import classification_metrics
+
+    x = torch.from_numpy(to_features(ds.x_test)).to(device)
+    y = torch.from_numpy(np.asarray(ds.y_test, dtype=np.int64)).to(device)
+    if x.shape[1] != model.input_dim:
+        raise MlplabError(f"the model takes {model.input_dim} inputs but {data_name} has {x.shape[1]} features")
+    if len(y) and int(y.max()) >= model.n_outputs:
+        raise MlplabError(f"{data_name} has labels up to {int(y.max())} but the model has {model.n_outputs} outputs")
+    test_loss, _ = engine.evaluate(model, x, y, loss)
+    proba = engine.predict_proba(model, x).cpu().numpy()
+    return classification_metrics(y_true=ds.y_test, probabilities=proba, loss=test_loss,
+                                  class_names=list(ds.class_names), data=data_name, split=split)
