@@ -1,0 +1,80 @@
+"""A folder of images sorted into class folders: ROOT/CLASS_NAME/*.png|jpg, read as 8-bit grayscale.
+
+Class names are the folder names in sorted order (label i = i-th name), as in torchvision's ImageFolder.
+A ROOT with exactly `train/` and `test/` inside, each laid out that way, gives both splits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mlplab.errors import MlplabError
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff"}
+
+
+def class_folders(root: Path) -> list[Path]:
+    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def looks_like_image_folder(root: Path) -> bool:
+    for sub in class_folders(root):
+        if any(f.suffix.lower() in EXTENSIONS for f in sub.iterdir() if f.is_file()):
+            return True
+    return False
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError  # Pillow only when images are actually read
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise MlplabError(f"{path}: cannot read image ({exc})") from exc
+
+
+def read_image_folder(root, class_names: list[str] | None = None):
+    """(x, y, class_names) from ROOT/CLASS/*.png; all images must have the same size."""
+    root = Path(root)
+    folders = class_folders(root)
+    names = [p.name for p in folders] if class_names is None else list(class_names)
+    if class_names is not None:
+        extra = sorted({p.name for p in folders} - set(names))
+        if extra:
+            raise MlplabError(f"{root}: class folder(s) {', '.join(extra)} are not among the training classes "
+                              f"({', '.join(names)})")
+    images, labels, shape, first = [], [], None, None
+    for folder in folders:
+        label = names.index(folder.name)
+        for f in sorted(folder.iterdir()):
+            if not f.is_file() or f.suffix.lower() not in EXTENSIONS:
+                continue
+            img = _read_image(f)
+            if shape is None:
+                shape, first = img.shape, f
+            elif img.shape != shape:
+                raise MlplabError(f"{f}: image is {img.shape[1]}x{img.shape[0]} pixels but {first} is "
+                                  f"{shape[1]}x{shape[0]}; all images must have one size")
+            images.append(img)
+            labels.append(label)
+    if not images:
+        raise MlplabError(f"{root}: no images found; expected CLASS_NAME/*.png or *.jpg inside")
+    return np.stack(images), np.asarray(labels, dtype=np.int64), names
+
+
+def read_image_folder_splits(root):
+    """(x_train, y_train, x_test, y_test, class_names); the test pair is None without train/ and test/ folders."""
+    root = Path(root)
+    subs = {p.name for p in class_folders(root)}
+    if subs == {"train", "test"}:
+        x, y, names = read_image_folder(root / "train")
+        xt, yt, _ = read_image_folder(root / "test", class_names=names)
+        if xt.shape[1:] != x.shape[1:]:
+            raise MlplabError(f"{root / 'test'}: images are {xt.shape[2]}x{xt.shape[1]} pixels but the training "
+                              f"images are {x.shape[2]}x{x.shape[1]}")
+        return x, y, xt, yt, names
+    x, y, names = read_image_folder(root)
+    return x, y, None, None, names
