@@ -57,7 +57,7 @@ def test_idx_round_trip(tmp_path, gz):
     a = images(7)
     path = write_idx(tmp_path / ("x.idx3" + (".gz" if gz else "")), a)
     b = read_idx(path)
-    assert b.dtype == np.uint8 and b.shape == (7, 28, 28)
+    assert b.dtype == np.uint8 and b.shape == (7, 28, 28) and b.flags.writeable
     np.testing.assert_array_equal(a, b)
 
 
@@ -329,3 +329,22 @@ def test_unknown_file_type_and_empty_folder(tmp_path):
     assert "unsupported file type .parquet" in error_of(load_dataset, str(tmp_path / "x.parquet"))
     (tmp_path / "empty").mkdir()
     assert "found no dataset in this folder" in error_of(load_dataset, str(tmp_path / "empty"))
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=64), st.booleans())
+def test_idx_reader_never_fails_with_anything_but_mlplab_error(tmp_path_factory, blob, gz):
+    """Random bytes after a plausible header: either a correct array or one MlplabError, nothing else."""
+    path = tmp_path_factory.mktemp("fuzz") / "f-idx-ubyte"
+    data = b"\x00\x00\x08" + blob
+    path.write_bytes(gzip.compress(data) if gz else data)
+    try:
+        a = read_idx(path)
+    except MlplabError as exc:
+        assert "\n" not in str(exc) and str(path) in str(exc)
+    else:
+        assert a.size == len(data) - 4 - 4 * a.ndim

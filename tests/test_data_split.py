@@ -90,3 +90,21 @@ def test_import_is_light():
     code = "import sys, mlplab.data; print(sorted(m for m in ('torch', 'sklearn', 'PIL', 'urllib.request') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=2, max_size=200), st.floats(0.05, 0.95), st.integers(0, 2**31 - 1))
+def test_train_val_split_partitions_any_labels(ys, fraction, seed):
+    y = np.array(ys)
+    n_val = int(np.ceil(fraction * len(y)))
+    if n_val >= len(y):
+        with pytest.raises(MlplabError):
+            train_val_split(y, fraction, seed)
+        return
+    train_idx, val_idx = train_val_split(y, fraction, seed)
+    assert len(val_idx) == n_val
+    assert np.array_equal(np.sort(np.r_[train_idx, val_idx]), np.arange(len(y)))

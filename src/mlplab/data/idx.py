@@ -46,20 +46,21 @@ def _header(f, where: str) -> tuple[int, ...]:
     return struct.unpack(f">{ndim}I", raw)
 
 
-def _read_exactly(f, n: int, where: str, dims) -> bytes:
-    """Read exactly n decompressed bytes, never more: memory grows only as real data arrives."""
-    chunks, remaining = [], n
-    while remaining:
-        chunk = f.read(min(_CHUNK, remaining))
+def _read_exactly(f, n: int, where: str, dims) -> bytearray:
+    """Read exactly n decompressed bytes, never more: memory grows only as real data arrives.
+
+    A bytearray (not bytes) so that the arrays built on it are writable, like any other numpy array.
+    """
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = f.read(min(_CHUNK, n - len(buf)))
         if not chunk:
-            got = n - remaining
             raise MlplabError(f"{where}: truncated: header claims shape {tuple(dims)} ({n} bytes of data) "
-                              f"but the file holds only {got}")
-        chunks.append(chunk)
-        remaining -= len(chunk)
+                              f"but the file holds only {len(buf)}")
+        buf += chunk
     if f.read(1):
         raise MlplabError(f"{where}: has data after the {n} bytes its header announces (shape {tuple(dims)})")
-    return b"".join(chunks)
+    return buf
 
 
 def read_idx(path, expect_ndim: int | None = None) -> np.ndarray:
