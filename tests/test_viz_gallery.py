@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mlplab.viz.gallery import as_image, confident_mistakes, mistakes_figure, sample_indices, samples_figure
+from mlplab.viz.gallery import as_image, confident_mistakes, mistakes_figure, mosaic, sample_indices, samples_figure
 
 
 def test_confident_mistakes_picks_the_k_highest_confidence_wrong_predictions():
@@ -52,9 +52,17 @@ def test_samples_figure_rows_are_labelled_by_class():
     labels = np.repeat(np.arange(3), 4)
     images = np.random.default_rng(0).random((12, 64))  # flat 8x8 rows
     fig = samples_figure(images, labels, ["zero", "one", "two"], per_class=4)
-    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == ["zero", "one", "two"]
-    assert sum(len(ax.images) for ax in fig.axes) == 12
-    assert fig.axes[0].images[0].get_array().shape == (8, 8)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["zero", "one", "two"]
+    grid = ax.images[0].get_array()
+    assert grid.shape == (3 * 8 + 2, 4 * 8 + 3)  # 8x8 tiles, 1 pixel apart
+    np.testing.assert_allclose(grid[:8, :8], images[sample_indices(labels, 4)[0][0]].reshape(8, 8))
+
+
+def test_mosaic_places_tiles():
+    a, b, c = np.full((2, 2), 1.0), np.full((2, 2), 2.0), np.full((2, 2), 3.0)
+    m = mosaic([[a, b], [c]], pad=1, fill=0.0)
+    assert m.tolist() == [[1, 1, 0, 2, 2], [1, 1, 0, 2, 2], [0, 0, 0, 0, 0], [3, 3, 0, 0, 0], [3, 3, 0, 0, 0]]
 
 
 def test_as_image_shapes():

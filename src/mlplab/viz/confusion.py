@@ -39,7 +39,7 @@ def confusion_figure(matrix, class_names: Sequence[str] | None = None, *, title:
     names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(n)]
     share = row_normalize(counts)
     longest = max((len(s) for s in names), default=1)
-    side = min(4.0 + 0.48 * n, 14.0)
+    side = min(3.0 + 0.45 * n, 14.0)
     with styled():
         fig = new_figure(side + 0.12 * longest, side + 0.1 * longest)
         ax = fig.subplots()

@@ -61,9 +61,10 @@ def styled():
         yield
 
 
-def new_figure(width: float, height: float) -> Figure:
-    """A fresh figure with constrained layout (labels never clipped), not registered with pyplot."""
-    return Figure(figsize=(width, height), layout="constrained")
+def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
+    """A fresh figure, not registered with pyplot. Constrained layout keeps labels unclipped; grids of many
+    small axes pass layout=None and place themselves, because constrained layout costs seconds there."""
+    return Figure(figsize=(width, height), layout=layout)
 
 
 def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = DEFAULT_DPI) -> bytes:

@@ -49,28 +49,41 @@ def sample_indices(labels, per_class: int, seed: int = 0) -> list[np.ndarray]:
     return picks
 
 
+def mosaic(tiles: Sequence[Sequence[np.ndarray]], pad: int = 1, fill: float = 0.0) -> np.ndarray:
+    """Rows of equally sized 2-D tiles pasted into one array with `pad` pixels of `fill` between them.
+
+    One image on one axes draws far faster than a hundred small axes, and looks the same for thumbnails.
+    """
+    h, w = next(t for row in tiles for t in row).shape
+    cols = max(len(row) for row in tiles)
+    out = np.full((len(tiles) * (h + pad) - pad, cols * (w + pad) - pad), fill, dtype=np.float64)
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            out[r * (h + pad): r * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = tile
+    return out
+
+
 def samples_figure(images, labels, class_names: Sequence[str], *, per_class: int = 10, seed: int = 0,
                    shape: Sequence[int] | None = None, title: str | None = None):
-    """A grid with one row per class (labelled with the class name) of `per_class` random samples."""
+    """One image: a row per class (labelled with the class name) of `per_class` random samples."""
     picks = sample_indices(labels, per_class, seed)
-    rows = max(len(class_names), len(picks))
-    cols = max(1, max((p.size for p in picks), default=1))
-    vmax = _vmax(images)
+    tiles = [[as_image(images[i], shape) for i in idx] for idx in picks]
+    if not any(tiles):
+        tiles = [[np.zeros((1, 1))]]
+    h = next(t for row in tiles for t in row).shape[0]
+    pad = max(1, h // 8)
+    grid = mosaic(tiles, pad=pad)
+    rows = len(tiles)
+    cols = max(len(row) for row in tiles)
     with styled():
-        fig = new_figure(1.1 + 0.72 * cols, 0.5 + 0.72 * rows)
-        axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
-        for r in range(rows):
-            idx = picks[r] if r < len(picks) else np.zeros(0, dtype=np.int64)
-            for c in range(cols):
-                ax = axes[r, c]
-                _blank(ax)
-                if c < idx.size:
-                    ax.imshow(as_image(images[idx[c]], shape), cmap=THUMB_CMAP, vmin=0, vmax=vmax,
-                              interpolation="nearest", gid=f"sample-{int(idx[c])}")
-            name = class_names[r] if r < len(class_names) else str(r)
-            axes[r, 0].set_ylabel(str(name), rotation=0, ha="right", va="center", fontsize=9, labelpad=6)
-        fig.suptitle(title or f"Random samples per class ({per_class} each)", x=0.01, ha="left",
-                     fontsize=12, fontweight="bold")
+        fig = new_figure(1.4 + 0.62 * cols, 0.6 + 0.62 * rows)
+        ax = fig.subplots()
+        ax.imshow(grid, cmap=THUMB_CMAP, vmin=0, vmax=_vmax(images), interpolation="nearest", gid="samples")
+        _blank(ax)
+        names = [str(class_names[r]) if r < len(class_names) else str(r) for r in range(rows)]
+        ax.set_yticks([r * (h + pad) + (h - 1) / 2 for r in range(rows)], labels=names)
+        ax.tick_params(length=0)
+        ax.set_title(title or f"Random samples per class ({per_class} each)")
     return fig
 
 
@@ -106,8 +119,12 @@ def mistakes_figure(images, proba, y_true, class_names: Sequence[str], indices, 
     rows = max(1, math.ceil(indices.size / cols))
     vmax = _vmax(images)
     with styled():
-        fig = new_figure(1.35 * cols, 0.5 + 1.7 * rows)
-        axes = fig.subplots(rows, cols, squeeze=False)
+        width, height = 1.35 * cols, 0.5 + 1.7 * rows
+        fig = new_figure(width, height, layout=None)
+        # fixed margins in inches (title band on top, room for three title lines above each thumbnail)
+        axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw=dict(
+            left=0.1 / width, right=1 - 0.1 / width, bottom=0.1 / height, top=1 - 0.95 / height,
+            wspace=0.25, hspace=0.75))
         for ax in axes.flat:
             _blank(ax)
         for ax, i in zip(axes.flat, indices):
@@ -119,8 +136,8 @@ def mistakes_figure(images, proba, y_true, class_names: Sequence[str], indices, 
                          color="#222222")
         if not indices.size:
             axes[0, 0].text(0.5, 0.5, "no mistakes", ha="center", va="center", transform=axes[0, 0].transAxes)
-        fig.suptitle(title or f"The {indices.size} most confident mistakes", x=0.01, ha="left",
-                     fontsize=12, fontweight="bold")
+        fig.suptitle(title or f"The {indices.size} most confident mistakes", x=0.1 / width, y=1 - 0.12 / height,
+                     ha="left", va="top", fontsize=12, fontweight="bold")
     return fig
 
 
