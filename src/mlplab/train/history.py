@@ -43,7 +43,7 @@ class History:
         return pick(rows, key=lambda r: r[monitor])  # ties: the first such epoch, as Keras keeps it
 
     def as_dataframe(self):
-        import pandas as pd  # pandas comes with bokeh
+        import pandas as pd
 
         return pd.DataFrame(self.rows, columns=HISTORY_COLUMNS).set_index("epoch")
 

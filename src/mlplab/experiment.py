@@ -1,0 +1,131 @@
+"""`mlplab run FILE.toml`: the stages of an experiment file, end to end.
+
+An experiment file has top-level `name`, `description`, `data`, a `[defaults]` table of training options
+(the same keys as `mlplab train --config`) and a list of `[[stage]]` tables, run in order:
+
+    kind = "train"     name, note, + any training option      a new run in OUT/<name>
+    kind = "continue"  run, epochs (+ note)                    train an earlier stage's run further (Keras fit again)
+    kind = "embed"     run, layers, methods, n, split, seed    2-D maps of hidden layers (writes RUN/embeddings)
+    kind = "report"    runs (default: all)                     RUN/report.html for each run
+    kind = "compare"   runs (default: all), title              OUT/compare.{png,svg,html}
+
+Every key is checked before anything runs: an unknown key or a wrong type is one line with its key path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlplab.config import TrainOptions, read_toml
+from mlplab.errors import MlplabError
+
+TOP_KEYS = {"name", "description", "data", "defaults", "stage"}
+STAGE_KEYS = {
+    "train": {"kind", "name", "note"} | set(TrainOptions.keys()) - {"data"},
+    "continue": {"kind", "run", "epochs", "note"},
+    "embed": {"kind", "run", "layers", "methods", "n", "split", "seed", "note"},
+    "report": {"kind", "runs", "note"},
+    "compare": {"kind", "runs", "title", "note"},
+}
+
+
+@dataclass
+class Stage:
+    kind: str
+    where: str                 # "stage[3]" for messages
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Experiment:
+    name: str
+    description: str
+    data: str
+    defaults: TrainOptions
+    stages: list[Stage]
+    path: Path
+
+
+def _expect(value, kind, where: str, what: str):
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        raise MlplabError(f"{where} must be {what} (got {value!r})")
+    return value
+
+
+def _str_list(value, where: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return value
+    raise MlplabError(f"{where} must be a string or a non-empty list of strings (got {value!r})")
+
+
+def load_experiment(path, *, data: str | None = None) -> Experiment:
+    path = Path(path)
+    doc = read_toml(path)
+    where = str(path)
+    unknown = sorted(set(doc) - TOP_KEYS)
+    if unknown:
+        raise MlplabError(f"{where}: unknown key {unknown[0]!r}; allowed at the top level: {', '.join(sorted(TOP_KEYS))}")
+    name = _expect(doc.get("name", path.stem), str, f"{where}: name", "a string")
+    description = _expect(doc.get("description", ""), str, f"{where}: description", "a string")
+    data_name = data or _expect(doc.get("data", "fashion-mnist"), str, f"{where}: data", "a string")
+    defaults_doc = _expect(doc.get("defaults", {}), dict, f"{where}: defaults", "a table")
+    defaults = TrainOptions.from_mapping({**defaults_doc, "data": data_name}, where=f"{where}: defaults")
+    raw_stages = doc.get("stage")
+    if not isinstance(raw_stages, list) or not raw_stages:
+        raise MlplabError(f"{where}: needs at least one [[stage]] table")
+    stages, run_names = [], []
+    for i, raw in enumerate(raw_stages, start=1):
+        sw = f"{where}: stage[{i}]"
+        _expect(raw, dict, sw, "a table")
+        kind = raw.get("kind", "train")
+        if kind not in STAGE_KEYS:
+            raise MlplabError(f"{sw}.kind must be one of: {', '.join(STAGE_KEYS)} (got {kind!r})")
+        unknown = sorted(set(raw) - STAGE_KEYS[kind])
+        if unknown:
+            raise MlplabError(f"{sw}: unknown key {unknown[0]!r} for a {kind} stage; "
+                              f"allowed: {', '.join(sorted(STAGE_KEYS[kind]))}")
+        opts = {k: v for k, v in raw.items() if k not in ("kind", "note")}
+        if "note" in raw:
+            _expect(raw["note"], str, f"{sw}.note", "a string")
+        if kind == "train":
+            run = _expect(opts.pop("name", f"stage{i}"), str, f"{sw}.name", "a string")
+            if not run or "/" in run or "\\" in run or run in (".", ".."):
+                raise MlplabError(f"{sw}.name must be a plain folder name (no '/', not '.' or '..'); got {run!r}")
+            if run in run_names:
+                raise MlplabError(f"{sw}.name {run!r} is used by an earlier stage; names must be unique")
+            run_names.append(run)
+            train_opts = TrainOptions.from_mapping(opts, where=sw, base=defaults)
+            stages.append(Stage(kind, sw, {"name": run, "train": train_opts, "note": raw.get("note", "")}))
+            continue
+        for key in ("run",):
+            if key in opts:
+                _expect(opts[key], str, f"{sw}.{key}", "a string")
+                if opts[key] not in run_names:
+                    raise MlplabError(f"{sw}.run {opts[key]!r} is not the name of an earlier train stage; "
+                                      f"known: {', '.join(run_names) or 'none'}")
+            elif kind in ("continue", "embed"):
+                raise MlplabError(f"{sw}: a {kind} stage needs run = \"<name of an earlier train stage>\"")
+        if "runs" in opts:
+            opts["runs"] = _str_list(opts["runs"], f"{sw}.runs")
+            for r in opts["runs"]:
+                if r not in run_names:
+                    raise MlplabError(f"{sw}.runs: {r!r} is not an earlier train stage; known: {', '.join(run_names)}")
+        if kind == "continue":
+            _expect(opts.get("epochs"), int, f"{sw}.epochs", "an integer (the total number of epochs to reach)")
+        if kind == "embed":
+            opts["layers"] = _str_list(opts.get("layers", "dense_2"), f"{sw}.layers")
+            opts["methods"] = _str_list(opts.get("methods", "tsne"), f"{sw}.methods")
+            _expect(opts.setdefault("n", 1000), int, f"{sw}.n", "an integer")
+            if opts["n"] < 10:
+                raise MlplabError(f"{sw}.n must be >= 10 (got {opts['n']})")
+            _expect(opts.setdefault("split", "test"), str, f"{sw}.split", "a string")
+            _expect(opts.setdefault("seed", 0), int, f"{sw}.seed", "an integer")
+        if kind == "compare":
+            _expect(opts.setdefault("title", name), str, f"{sw}.title", "a string")
+        opts["note"] = raw.get("note", "")
+        stages.append(Stage(kind, sw, opts))
+    return Experiment(name, description, data_name, defaults, stages, path)

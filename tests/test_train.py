@@ -1,0 +1,244 @@
+"""Training loop, runs, resume and the train CLI, on real data (scikit-learn's digits, always offline)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import mlplab
+from mlplab.cli import main
+from mlplab.config import TrainOptions
+from mlplab.errors import MlplabError
+from mlplab.run import open_run
+from mlplab.train.session import resume_run, train_run
+from mlplab.train.trainer import TrainingDiverged
+
+SMALL = "128:relu,10:softmax"
+DROP = "64:relu,dropout:0.2,10:softmax"
+
+
+def opts(**kw):
+    base = dict(data="digits", model=DROP, optimizer="adam", lr=0.003, batch_size=32, epochs=3, val_split=0.2,
+                seed=7)
+    base.update(kw)
+    return TrainOptions.from_mapping(base)
+
+
+def without_seconds(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return mlplab.load_dataset("digits")
+
+
+def test_digits_small_net_reaches_97_percent(tmp_path):
+    result = train_run(opts(model=SMALL, epochs=40, val_split=0.1, seed=0), tmp_path / "run")
+    assert result.metrics["test_accuracy"] >= 0.97
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["n_test"] == 360 and np.array(m["confusion_matrix"]).sum() == 360
+    assert np.trace(np.array(m["confusion_matrix"])) / 360 == pytest.approx(m["test_accuracy"])
+
+
+def test_same_seed_same_history_and_weights(tmp_path):
+    a = train_run(opts(), tmp_path / "a")
+    b = train_run(opts(), tmp_path / "b")
+    assert without_seconds(a.history.rows) == without_seconds(b.history.rows)
+    assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "b/model.safetensors").read_bytes()
+    c = train_run(opts(seed=8), tmp_path / "c")
+    assert without_seconds(c.history.rows) != without_seconds(a.history.rows)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    """Stopped after 3 epochs, resumed to 5 == an uninterrupted 5-epoch run with the same seed."""
+    kw = dict(optimizer="sgd", lr=0.05, momentum=0.9)
+    full = train_run(opts(epochs=5, **kw), tmp_path / "full")
+    train_run(opts(epochs=3, **kw), tmp_path / "part")
+    resumed = resume_run(tmp_path / "part", epochs=5)
+    assert without_seconds(resumed.history.rows) == without_seconds(full.history.rows)
+    assert [r["epoch"] for r in open_run(tmp_path / "part").history()] == [1, 2, 3, 4, 5]
+    assert (tmp_path / "part/model.safetensors").read_bytes() == (tmp_path / "full/model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("schedule, early", [("constant", None), ("cosine", "val_loss:3"), ("onecycle", None)])
+def test_killed_mid_run_resumes_identically(tmp_path, schedule, early):
+    """A run whose process died after epoch 3 (only the files of epoch 3 on disk) resumes exactly, including the
+    LR schedule, the optimizer's momentum, the RNG streams and EarlyStopping's state and best weights."""
+    o = opts(epochs=6, optimizer="sgd", lr=0.05, momentum=0.9, schedule=schedule, early_stop=early,
+             restore_best=early is not None)
+    full = train_run(o, tmp_path / "full")
+
+    class Kill(Exception):
+        pass
+
+    from mlplab.train.callbacks import Callback
+
+    class DieBeforeEpoch4(Callback):
+        def on_epoch_begin(self, trainer, epoch, n_batches):
+            if epoch == 3:
+                raise Kill
+
+    with pytest.raises(Kill):
+        train_run(o, tmp_path / "killed", callbacks=[DieBeforeEpoch4()])
+    assert len(open_run(tmp_path / "killed").history()) == 3
+    resumed = resume_run(tmp_path / "killed")
+    assert without_seconds(resumed.history.rows) == without_seconds(full.history.rows)
+    assert resumed.history.restored_epoch == full.history.restored_epoch
+    assert resumed.metrics["test_loss"] == full.metrics["test_loss"]
+    assert (tmp_path / "killed/model.safetensors").read_bytes() == (tmp_path / "full/model.safetensors").read_bytes()
+
+
+def test_fit_twice_continues_history(digits):
+    model = mlplab.build(DROP, 64, seed=0)
+    h1 = mlplab.fit(model, digits.x_train, digits.y_train, epochs=2, batch_size=64, validation_split=0.2)
+    h2 = mlplab.fit(model, digits.x_train, digits.y_train, epochs=2, batch_size=64, validation_split=0.2)
+    assert h2 is h1 and [r["epoch"] for r in h2.rows] == [1, 2, 3, 4]
+    assert h2.epoch == [0, 1, 2, 3] and len(h2.history["val_loss"]) == 4
+    df = h2.as_dataframe()
+    assert list(df.columns) == ["loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+
+
+def test_one_hot_labels_train_like_integer_labels(digits):
+    y1 = np.eye(10, dtype=np.float32)[digits.y_train]
+    m1, m2 = mlplab.build(SMALL, 64, seed=1), mlplab.build(SMALL, 64, seed=1)
+    h1 = mlplab.fit(m1, digits.x_train, digits.y_train, epochs=2, seed=3)
+    h2 = mlplab.fit(m2, digits.x_train, y1, epochs=2, seed=3)
+    for r1, r2 in zip(h1.rows, h2.rows):
+        assert r1["loss"] == pytest.approx(r2["loss"], rel=1e-5)
+
+
+def test_divergence_names_epoch_and_batch_and_keeps_last_good_checkpoint(tmp_path):
+    o = opts(epochs=3, optimizer="sgd", lr=1e20, model=SMALL)
+    with pytest.raises(TrainingDiverged, match=r"NaN or infinite at epoch \d+, batch \d+"):
+        train_run(o, tmp_path / "div")
+    run = open_run(tmp_path / "div")
+    if run.history():  # a finite first epoch was saved: it must still load
+        model = run.model()
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_early_stopping_restores_best_weights(tmp_path):
+    o = opts(epochs=60, early_stop="val_loss:2", restore_best=True, optimizer="adam", lr=0.01, model=SMALL)
+    result = train_run(o, tmp_path / "es")
+    h = result.history
+    assert h.stopped_early_at is not None and h.stopped_early_at < 60
+    best = min(h.rows, key=lambda r: r["val_loss"])
+    assert h.restored_epoch == best["epoch"]
+    # the saved model is the best epoch's: its validation loss equals the logged best
+    run = open_run(tmp_path / "es")
+    val = run.split("val")
+    from mlplab.model import engine
+
+    loss, _ = engine.evaluate(run.model(), torch.from_numpy(val.x), torch.from_numpy(val.y), "categorical_crossentropy")
+    assert loss == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+# ---- CLI -----------------------------------------------------------------------------------------------------------
+def cli(args, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    out, err = capsys.readouterr()
+    return exit_.value.code, out, err
+
+
+def test_cli_train_evaluate_summary_predict(tmp_path, capsys):
+    run = tmp_path / "r"
+    code, out, err = cli(["train", "--data", "digits", "--model", SMALL, "--epochs", "3", "--out", str(run),
+                          "--optimizer", "adam", "--lr", "0.003"], capsys)
+    assert code == 0, err
+    lines = [l for l in out.splitlines() if l.startswith("Epoch ")]
+    assert len(lines) == 3 and lines[0].startswith("Epoch 1/3 - ") and " - val_accuracy: " in lines[0]
+    assert "Test accuracy:" in out
+    code, out, err = cli(["evaluate", str(run)], capsys)
+    assert code == 0 and "Per class" in out and "Confusion matrix" in out
+    code, out, _ = cli(["summary", str(run)], capsys)
+    assert code == 0 and "Total params: 9,610" in out  # 64*128+128 + 128*10+10
+    np.save(tmp_path / "eight.npy", mlplab.load_dataset("digits").x_test[0])
+    code, out, err = cli(["predict", str(run), str(tmp_path / "eight.npy")], capsys)
+    assert code == 0, err
+    assert "top 1" in out
+
+
+def test_cli_resume_continues_to_epochs(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert cli(["train", "--data", "digits", "--model", SMALL, "--epochs", "2", "--out", str(run), "-q"], capsys)[0] == 0
+    code, out, _ = cli(["train", "--resume", str(run), "--epochs", "4"], capsys)
+    assert code == 0 and "Epoch 3/4" in out and "Epoch 4/4" in out and "Epoch 2/4" not in out
+    assert [r["epoch"] for r in open_run(run).history()] == [1, 2, 3, 4]
+    code, _, err = cli(["train", "--resume", str(run), "--epochs", "4"], capsys)
+    assert code == 2 and "already has 4 epochs" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "512:relux,10:softmax"], "relux"),
+    (["--model", "64:relu,dropout:1.5,10:softmax"], "dropout"),
+    (["--model", "0:relu,10:softmax"], "0"),
+    (["--model", ""], "empty"),
+    (["--model", "64:relu,,10:softmax"], ""),
+    (["--model", "64:relu,5:softmax"], "5 units but the data has 10 classes"),
+    (["--lr", "0"], "lr must be a number > 0"),
+    (["--lr", "-1"], "lr must be a number > 0"),
+    (["--batch-size", "0"], "batch_size must be an integer > 0"),
+    (["--epochs", "0"], "epochs must be an integer >= 1"),
+    (["--optimizer", "adagrad"], "choose one of: sgd, adam, adamw, rmsprop"),
+    (["--val-split", "1.5"], "val_split must be in [0, 1)"),
+    (["--early-stop", "val_loss"], "METRIC:PATIENCE"),
+    (["--data", "nosuchdata"], "nosuchdata"),
+    (["--lr", "abc"], "abc"),
+    (["--device", "tpu"], "cpu, cuda"),
+])
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
+    run = tmp_path / "bad"
+    base = ["train", "--data", "digits", "--model", SMALL, "--epochs", "1", "--out", str(run)]
+    code, out, err = cli(base + args, capsys)
+    assert code == 2
+    assert err.startswith("mlplab: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert message in err
+    assert not (run / "model.safetensors").exists()
+
+
+def test_existing_run_is_not_clobbered(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert cli(["train", "--data", "digits", "--model", SMALL, "--epochs", "1", "--out", str(run), "-q"], capsys)[0] == 0
+    before = (run / "model.safetensors").read_bytes()
+    code, _, err = cli(["train", "--data", "digits", "--model", SMALL, "--epochs", "1", "--out", str(run)], capsys)
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert (run / "model.safetensors").read_bytes() == before
+    other = tmp_path / "notarun"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep")
+    code, _, err = cli(["train", "--data", "digits", "--model", SMALL, "--out", str(other), "--overwrite"], capsys)
+    assert code == 2 and "not an mlplab run" in err and (other / "precious.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("corrupt", ["config", "weights", "missing"])
+def test_corrupt_runs_are_one_line_errors(tmp_path, capsys, corrupt):
+    run = tmp_path / "r"
+    assert cli(["train", "--data", "digits", "--model", SMALL, "--epochs", "1", "--out", str(run), "-q"], capsys)[0] == 0
+    if corrupt == "config":
+        (run / "config.json").write_text("{not json")
+    elif corrupt == "weights":
+        (run / "model.safetensors").write_bytes(b"\x00" * 20)
+    else:
+        run = tmp_path / "nothing-here"
+    code, _, err = cli(["evaluate", str(run)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_config_file_and_flag_override(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('data = "digits"\nmodel = "32:relu,10:softmax"\nepochs = 1\nlr = 0.02\n')
+    run = tmp_path / "r"
+    code, _, err = cli(["train", "--config", str(cfg), "--lr", "0.03", "--out", str(run), "-q"], capsys)
+    assert code == 0, err
+    conf = json.loads((run / "config.json").read_text())
+    assert conf["model"]["spec"] == "32:relu,10:softmax" and conf["train"]["lr"] == 0.03
+    cfg.write_text('data = "digits"\nlearning_rate = 0.1\n')
+    code, _, err = cli(["train", "--config", str(cfg), "--out", str(tmp_path / "r2")], capsys)
+    assert code == 2 and "unknown key 'learning_rate'" in err
+    cfg.write_text('data = "digits"\nepochs = "ten"\n')
+    code, _, err = cli(["train", "--config", str(cfg), "--out", str(tmp_path / "r2")], capsys)
+    assert code == 2 and "epochs must be an integer" in err
