@@ -1,9 +1,11 @@
 """`mlplab report` and `mlplab compare` end to end, on a real (tiny) training run of the offline digits data."""
 
 import csv
+import io
 import json
 import re
 import shutil
+from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
@@ -39,12 +41,24 @@ def copy_run(src, dst):
     return dst
 
 
-def test_report_writes_plots_and_a_self_contained_page(trained, tmp_path, capsys):
-    run = copy_run(trained, tmp_path / "r")
-    code, out, err = run_cli(["report", str(run)], capsys)
+@pytest.fixture(scope="module")
+def reported(trained, tmp_path_factory):
+    """A copy of the run with its report written by the CLI: (run folder, exit code, stdout, stderr)."""
+    run = copy_run(trained, tmp_path_factory.mktemp("reported") / "r")
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exit_info, redirect_stdout(out), redirect_stderr(err):
+        main(["report", str(run)])
+    return run, exit_info.value.code, out.getvalue(), err.getvalue()
+
+
+def test_report_writes_plots_and_a_self_contained_page(reported):
+    run, code, out, err = reported
     assert code == 0, err
-    assert out.strip().splitlines()[-1] == str(run / "report.html")
-    assert err == ""  # no notes: model, data and metrics are all there
+    assert err == ""  # no notes: model, data and metrics were all there
+    lines = out.strip().splitlines()
+    assert lines[-1] == str(run / "report.html")
+    assert [line.split(":")[0].strip() for line in lines[:-1]] == ["curves", "confusion", "samples", "mistakes"]
+    assert not list(run.glob("*.tmp")) and not list((run / "plots").glob(".*"))  # atomic writes left no temp files
     for name in ("curves", "confusion", "samples", "mistakes"):
         assert (run / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (run / "plots" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
@@ -58,13 +72,14 @@ def test_report_writes_plots_and_a_self_contained_page(trained, tmp_path, capsys
     assert f"History table ({len(epochs)} epochs)" in html
     assert "dense_1" in html and "dropout_1" in html  # summary and layer configs
     assert "hold-out of the training data" in html  # validation source stated
+    assert "could not be loaded" not in html  # model, data and metrics were all there
 
 
 def test_report_quiet_prints_only_the_path(trained, tmp_path, capsys):
     run = copy_run(trained, tmp_path / "q")
     code, out, _ = run_cli(["report", str(run), "--quiet", "--mistakes", "0", "--title", "<tiny>"], capsys)
     assert code == 0 and out == f"{run / 'report.html'}\n"
-    assert not (run / "plots" / "mistakes.png").exists()
+    assert not (run / "plots" / "mistakes.png").exists()  # --mistakes 0: not computed
     html = (run / "report.html").read_text()
     assert "<h1>&lt;tiny&gt;</h1>" in html and "<tiny>" not in html
 
@@ -121,7 +136,7 @@ def test_compare_overlays_runs_and_links_reports(trained, tmp_path, capsys):
     assert code == 0, err
     assert "no dropout" in out and "[bold]<b>" in out  # rich markup in a name is printed, not interpreted
     best_b = min(float(r["val_loss"]) for r in rows)
-    assert f"{best_b:.4g}" in out
+    assert f"{best_b:.4f}" in out
     for name in ("compare.png", "compare.svg", "compare.html"):
         assert (out_dir / name).stat().st_size > 0
     html = (out_dir / "compare.html").read_text()
@@ -136,11 +151,11 @@ def test_compare_name_count_must_match(trained, tmp_path, capsys):
 
 
 @pytest.mark.browser
-def test_real_report_in_chromium(trained, tmp_path, capsys):
+def test_real_report_in_chromium(reported, tmp_path):
     from test_report_browser import CHROMIUM, check_report_in_browser
 
     if CHROMIUM is None:
         pytest.skip("headless Chromium is not installed")
-    run = copy_run(trained, tmp_path / "b")
-    assert run_cli(["report", str(run), "-q"], capsys)[0] == 0
+    run, code, _, _ = reported
+    assert code == 0
     check_report_in_browser(run / "report.html", tmp_path, expect_images=4, expect_bokeh=0)

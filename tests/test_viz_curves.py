@@ -120,3 +120,10 @@ def test_png_data_uri_roundtrip():
     assert raw == figure_bytes(fig)  # rendering is deterministic
     with Image.open(io.BytesIO(raw)) as im:
         assert im.format == "PNG" and im.size[0] > 1000
+
+
+def test_compare_uses_a_log_loss_axis_only_when_losses_span_a_decade():
+    narrow = scripted()  # losses 0.14 .. 1.0
+    assert compare_curves([("a", narrow), ("b", narrow)]).axes[0].get_yscale() == "linear"
+    wide = [dict(r, loss=r["loss"] / 100) for r in narrow]
+    assert compare_curves([("a", narrow), ("b", wide)]).axes[0].get_yscale() == "log"

@@ -56,17 +56,17 @@ def _print_table(rows) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from mlplab.viz.report import fmt_num, fmt_pct
+    from mlplab.viz.report import fmt_loss, fmt_num, fmt_pct
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     for col, justify in (("run", "left"), ("epochs", "right"), ("best epoch", "right"), ("best val loss", "right"),
                          ("val acc", "right"), ("test loss", "right"), ("test acc", "right")):
-        table.add_column(col, justify=justify)
+        table.add_column(col, justify=justify, no_wrap=True)
     best_test = max((r["test_accuracy"] for r in rows if r["test_accuracy"] is not None), default=None)
     for r in rows:
         test_acc = fmt_pct(r["test_accuracy"])
         if best_test is not None and r["test_accuracy"] == best_test:
             test_acc = f"[bold]{test_acc}[/bold]"
-        table.add_row(escape(r["name"]), fmt_num(r["epochs"]), fmt_num(r["best_epoch"]), fmt_num(r["best_val_loss"]),
-                      fmt_pct(r["best_val_accuracy"]), fmt_num(r["test_loss"]), test_acc)
+        table.add_row(escape(r["name"]), fmt_num(r["epochs"]), fmt_num(r["best_epoch"]), fmt_loss(r["best_val_loss"]),
+                      fmt_pct(r["best_val_accuracy"]), fmt_loss(r["test_loss"]), test_acc)
     Console(highlight=False).print(table)

@@ -15,7 +15,7 @@ from mlplab.atomic import atomic_write_text
 from mlplab.errors import MlplabError
 from mlplab.viz.curves import compare_curves, history_summary
 from mlplab.viz.figures import save_figure
-from mlplab.viz.report import CSP, CSS, esc, fmt_num, fmt_pct, img, table
+from mlplab.viz.report import CSP, CSS, esc, fmt_loss, fmt_num, fmt_pct, img, table
 
 COLUMNS = ["run", "epochs", "best epoch", "best val loss", "val acc at best", "test loss", "test acc", "report"]
 
@@ -46,8 +46,8 @@ def build_compare_page(rows: Sequence[dict], *, png: bytes | None, links: Sequen
         link = f'<a href="{esc(href)}">report</a>' if href else "–"
         body_rows.append([
             esc(row["name"]), esc(fmt_num(row["epochs"])), esc(fmt_num(row["best_epoch"])),
-            esc(fmt_num(row["best_val_loss"])), esc(fmt_pct(row["best_val_accuracy"])),
-            esc(fmt_num(row["test_loss"])), esc(fmt_pct(row["test_accuracy"])), link,
+            esc(fmt_loss(row["best_val_loss"])), esc(fmt_pct(row["best_val_accuracy"])),
+            esc(fmt_loss(row["test_loss"])), esc(fmt_pct(row["test_accuracy"])), link,
         ])
     tbl = table(COLUMNS, body_rows, cls="compare", numeric=(1, 2, 3, 4, 5, 6))
     picture = img(png, "learning curves of the compared runs overlaid",

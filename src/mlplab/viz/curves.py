@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import FormatStrFormatter, LogLocator, MaxNLocator, NullFormatter, PercentFormatter
 
 from mlplab.viz.figures import LR_COLOR, MARK_COLOR, TRAIN_COLOR, VAL_COLOR, new_figure, styled
 
@@ -196,9 +196,19 @@ def compare_curves(runs: Sequence[tuple[str, Sequence[dict]]], *, title: str | N
                         ax.plot([best], [val[list(xs).index(best)]], ls="none", marker="o", ms=7, color=color,
                                 mec="white", mew=1.2, gid=f"best-epoch:{name}", zorder=5)
             run_handles.append(Line2D([], [], color=color, lw=2.2, label=name))
+        losses = np.concatenate([column(h, k) for _, h in runs for k in ("loss", "val_loss")] or [np.zeros(0)])
+        losses = losses[np.isfinite(losses) & (losses > 0)]
+        # Runs differ most in the tail, where a linear axis squeezes every curve into one line.
+        log_loss = losses.size > 0 and losses.max() / losses.min() > 10
         for ax, (key, label) in zip(axes, PANELS):
             ax.set_title(f"{label} per epoch")
-            ax.set_ylabel(label.lower())
+            ax.set_ylabel(label.lower() + (" (log scale)" if key == "loss" and log_loss else ""))
+            if key == "loss" and log_loss:
+                ax.set_yscale("log")
+                # plain numbers at 1-2-5 steps read better than powers of ten on a loss axis
+                ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+                ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+                ax.yaxis.set_minor_formatter(NullFormatter())
             ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
             ax.set_xlabel("epoch")
             if key == "accuracy":

@@ -91,6 +91,13 @@ def fmt_num(value, digits: int = 4) -> str:
     return str(value)
 
 
+def fmt_loss(value) -> str:
+    """Losses with four decimals, so columns of them line up and compare at a glance."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{float(value):.4f}"
+
+
 def fmt_pct(value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -168,11 +175,11 @@ def _overview(title, run_path, config, history, metrics, notes, manifest) -> str
     if metrics:
         stats.append(stat("test accuracy", fmt_pct(metrics.get("test_accuracy")),
                           f"{fmt_num(metrics.get('n_test'))} samples" if metrics.get("n_test") else None))
-        stats.append(stat("test loss", fmt_num(metrics.get("test_loss"))))
+        stats.append(stat("test loss", fmt_loss(metrics.get("test_loss"))))
         if metrics.get("macro_f1") is not None:
             stats.append(stat("macro F1", fmt_num(metrics.get("macro_f1"), 3)))
     if best and best["best_epoch"] is not None and best["monitor"] == "val_loss":
-        stats.append(stat("best val loss", fmt_num(best["best_val_loss"]), f"epoch {best['best_epoch']}"))
+        stats.append(stat("best val loss", fmt_loss(best["best_val_loss"]), f"epoch {best['best_epoch']}"))
         stats.append(stat("best-epoch val acc", fmt_pct(best["best_val_accuracy"])))
     if history:
         stats.append(stat("epochs", str(len(history)), f"{best['seconds']:.1f} s" if best and best["seconds"] else None))
@@ -257,8 +264,8 @@ def _curves_section(history, curves_png) -> str:
     rows = []
     for r in history:
         rows.append([
-            esc(r.get("epoch")), esc(fmt_num(r.get("loss"))), esc(fmt_pct(r.get("accuracy"))),
-            esc(fmt_num(r.get("val_loss"))), esc(fmt_pct(r.get("val_accuracy"))), esc(fmt_num(r.get("lr"))),
+            esc(r.get("epoch")), esc(fmt_loss(r.get("loss"))), esc(fmt_pct(r.get("accuracy"))),
+            esc(fmt_loss(r.get("val_loss"))), esc(fmt_pct(r.get("val_accuracy"))), esc(fmt_num(r.get("lr"))),
             esc(fmt_num(r.get("seconds"), 3)),
         ])
     out += (f"<details><summary>History table ({len(history)} epochs)</summary>"
@@ -340,6 +347,7 @@ body{margin:0;font:15px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetic
 .wrap{max-width:1100px;margin:0 auto;padding:24px 20px 64px}
 header h1{font-size:1.6rem;margin:0 0 4px}
 header p{margin:0;color:var(--muted)}
+a{color:var(--accent)}
 nav.toc{margin:16px 0 8px;padding:10px 12px;background:var(--soft);border-radius:8px}
 nav.toc ol{margin:0;padding:0;list-style:none;display:flex;flex-wrap:wrap;gap:4px 14px}
 nav.toc a{color:var(--accent);text-decoration:none;font-size:.92rem}
