@@ -30,6 +30,15 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import: os.umask() briefly changes process state, not thread-safe
+
+
 def atomic_write_with(path, write, *, mode: str = "wb") -> Path:
     """Call write(file_object) on a temporary file, then move it over `path` atomically."""
     path = Path(path)
@@ -40,6 +49,8 @@ def atomic_write_with(path, write, *, mode: str = "wb") -> Path:
         raise MlplabError(f"cannot create folder {folder}: {exc.strerror or exc}") from exc
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
+        # mkstemp creates 0600; give the file the mode an ordinary open() would (0666 minus the umask)
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()

@@ -129,3 +129,79 @@ def load_experiment(path, *, data: str | None = None) -> Experiment:
         opts["note"] = raw.get("note", "")
         stages.append(Stage(kind, sw, opts))
     return Experiment(name, description, data_name, defaults, stages, path)
+
+
+@dataclass
+class StageResult:
+    stage: Stage
+    summary: str                  # one line for the console
+    paths: list[Path] = field(default_factory=list)
+
+
+def run_experiment(exp: Experiment, out, *, overwrite: bool = False, callbacks_for=None, on_stage=None,
+                   on_stage_done=None) -> list[StageResult]:
+    """Run every stage in order. `callbacks_for(stage, epochs)` gives training callbacks (progress bars);
+    `on_stage(index, stage)` / `on_stage_done(result)` let the CLI announce progress."""
+    from mlplab.train.session import resume_run, train_run
+    from mlplab.train.run_writer import prepare_run_dir
+
+    out = Path(out)
+    run_paths = {s.options["name"]: out / s.options["name"] for s in exp.stages if s.kind == "train"}
+    if not overwrite:
+        taken = [p for p in run_paths.values() if p.exists() and any(p.iterdir())]
+        if taken:
+            raise MlplabError(f"{taken[0]} already exists; choose another --out or add --overwrite")
+    else:
+        for p in run_paths.values():  # refuses folders that are not runs, before any stage spends time
+            prepare_run_dir(p, overwrite=True)
+    results: list[StageResult] = []
+    notes: dict[str, list[str]] = {name: [] for name in run_paths}
+    for index, stage in enumerate(exp.stages, start=1):
+        if on_stage is not None:
+            on_stage(index, stage)
+        o = stage.options
+        cbs = callbacks_for(stage) if callbacks_for is not None else []
+        if stage.kind == "train":
+            res = train_run(o["train"], run_paths[o["name"]], overwrite=overwrite, callbacks=cbs)
+            if o["note"]:
+                notes[o["name"]].append(o["note"])
+            result = StageResult(stage, _train_line(o["name"], res), [res.path])
+        elif stage.kind == "continue":
+            res = resume_run(run_paths[o["run"]], epochs=o["epochs"], callbacks=cbs)
+            if o["note"]:
+                notes[o["run"]].append(o["note"])
+            result = StageResult(stage, _train_line(o["run"], res), [res.path])
+        elif stage.kind == "embed":
+            result = _embed_stage(stage, run_paths[o["run"]])
+            if o["note"]:
+                notes[o["run"]].append(o["note"])
+        elif stage.kind == "report":
+            from mlplab.run import open_run
+            from mlplab.viz.run_report import write_run_report
+
+            paths = []
+            for name in o.get("runs") or list(run_paths):
+                rep = write_run_report(open_run(run_paths[name]), notes=notes[name])
+                paths.append(rep.report)
+            result = StageResult(stage, f"{len(paths)} report(s) written", paths)
+        else:  # compare
+            from mlplab.run import open_run
+            from mlplab.viz.compare_page import write_comparison
+
+            names = o.get("runs") or list(run_paths)
+            cmp = write_comparison([open_run(run_paths[n]) for n in names], out, names, title=o["title"])
+            result = StageResult(stage, f"comparison of {len(names)} runs", [cmp.html, cmp.png])
+        results.append(result)
+        if on_stage_done is not None:
+            on_stage_done(result)
+        if stage.kind in ("train", "continue") and res.metrics is None:
+            break  # interrupted (Ctrl-C): later stages would work on an unfinished run
+    return results
+
+
+def _train_line(name: str, res) -> str:
+    if res.metrics is None:
+        return f"{name}: interrupted after {res.history.epochs_done} epochs"
+    extra = f", stopped early at epoch {res.history.stopped_early_at}" if res.history.stopped_early_at else ""
+    return (f"{name}: {res.history.epochs_done} epochs{extra}, test accuracy "
+            f"{res.metrics['test_accuracy']:.4f}")
