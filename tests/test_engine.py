@@ -188,3 +188,16 @@ def test_bad_inputs_raise_mlplab_error():
         engine.train_step(model, x, y[:4], "mse")
     with pytest.raises(MlplabError, match=r"float targets must have shape \(N, 2\)"):
         engine.train_step(model, x, torch.zeros(5, 3), "mse")
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5, 0.9, 0.99999])
+def test_draw_mask_distribution(rate):
+    like = torch.empty(200, 1001)  # odd size: the 16-bit uniforms do not fill whole 64-bit words
+    mask = engine.draw_mask(like, rate, torch.Generator().manual_seed(0))
+    keep = engine.keep_probability(rate)
+    assert abs(keep - (1 - rate)) <= 1 / 65536
+    scale = torch.tensor(1 / keep, dtype=torch.float32).item()  # the kept value, rounded to float32
+    values = set(mask.unique().tolist())
+    assert values <= {0.0, scale} and scale in values
+    assert abs((mask > 0).double().mean().item() - keep) < 5 * (keep * (1 - keep) / mask.numel()) ** 0.5 + 1e-4
+    assert abs(mask.double().mean().item() - 1.0) < 0.02 / keep  # inverted scaling keeps the mean at 1

@@ -13,7 +13,8 @@ Contract (docs/INTERNALS.md):
   gradient of the mean loss over the batch (no zero_grad needed; existing .grad storage is reused, which avoids an
   allocation per step).
 - Dropout is always on in train_step (it is a training step); masks come from `generator` (torch's default RNG when
-  None) in layer order, one (N, units) Bernoulli draw per dropout layer with a rate > 0.
+  None) in layer order, one draw_mask per dropout layer with a rate > 0; the keep probability is 1 - rate rounded
+  to a multiple of 1/65536 (keep_probability), and kept units are scaled by its inverse.
 - y: int64 (N,) class labels, or float (N, C) targets (one-hot or soft). With binary_crossentropy and a single
   output unit, int labels are the 0/1 targets.
 - Losses follow Keras: categorical_crossentropy = -sum_c y_c log p_c per sample; binary_crossentropy and mse are
@@ -42,9 +43,33 @@ _aten = torch.ops.aten
 
 
 # --- shared pieces -----------------------------------------------------------------------------------------------
-def draw_mask(like: torch.Tensor, keep: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Inverted-dropout mask shaped like `like`: 0 with probability 1 - keep, else 1 / keep."""
-    return torch.empty_like(like).bernoulli_(keep, generator=generator).mul_(1.0 / keep)  # (N, units)
+def keep_probability(rate: float) -> float:
+    """The keep probability dropout actually uses: 1 - rate rounded to a multiple of 1/65536 (see draw_mask)."""
+    return _keep_units(rate) / 65536
+
+
+def _keep_units(rate: float) -> int:
+    return max(1, round((1.0 - rate) * 65536))  # at least one of 65536: a rate of 0.99999 must not divide by 0
+
+
+def draw_mask(like: torch.Tensor, rate: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted-dropout mask shaped like `like`: 0 with probability ~rate, else 1 / keep_probability(rate).
+
+    Why not bernoulli_: on the CPU it costs ~9 ns per element (a generator call each), several times a dropout
+    layer's share of the matrix products. Instead one 64-bit draw from the generator gives four 16-bit uniforms,
+    compared with a 16-bit threshold, so the keep probability is 1 - rate rounded to a multiple of 1/65536
+    (rate 0.2 keeps 52429/65536 = 0.80000305 of the units). Deterministic for a seeded generator, and the same
+    code runs on CUDA.
+    """
+    n = like.numel()
+    keep_units = _keep_units(rate)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device)  # (ceil(n/4),) 64 random bits each
+    words.random_(-(2 ** 63), None, generator=generator)
+    u16 = words.view(torch.int16)[:n].view(like.shape)  # (N, units) uniform on [-32768, 32767]
+    mask = torch.empty_like(like).copy_(u16)            # (N, units) the same integers as floats (exact)
+    # P(u < keep_units - 32768) = keep_units / 65536; comparing into a float tensor avoids a slow bool pass
+    torch.lt(mask, keep_units - 32768, out=mask)
+    return mask.mul_(65536 / keep_units)
 
 
 def _check(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str) -> None:
@@ -91,7 +116,7 @@ def _n_correct(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
 def _act_backward(g: torch.Tensor, act: str, a: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     """dL/dz from g = dL/da, where a = act(z). May modify g in place."""
     if act == "relu":
-        return _aten.threshold_backward(g, a, 0)
+        return g.mul_(torch.gt(a, 0, out=torch.empty_like(a)))  # see _relu_backward_
     if act == "linear":
         return g
     if act == "sigmoid":
@@ -186,7 +211,7 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
             a = _act_forward_(z, act)  # (N, units), in place when the backward needs only the output
             mask = None
             if rate > 0.0:
-                mask = draw_mask(a, 1.0 - rate, generator)
+                mask = draw_mask(a, rate, generator)
                 # relu: the mask can be applied in place (the backward reads only the sign of the output);
                 # others keep the unmasked activation for their backward.
                 h_next = a.mul_(mask) if act == "relu" else a * mask  # (N, units)
@@ -208,8 +233,11 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
             _, a, zk, mask = saved[i - 1]
             if prev_act == "relu" and mask is not None:
                 # a holds relu(z) * mask: positive exactly where z > 0 and the unit was kept, and the kept units'
-                # mask value is 1 / keep, so dz = threshold(dh) / keep without reading the mask.
-                dz = _aten.threshold_backward(dh, a, 0).mul_(1.0 / (1.0 - prev_rate))
+                # mask value is 1 / keep, so dz = dh * (a > 0) / keep. The mask buffer is free now: reuse it for
+                # the 0-or-1/keep factor. (A float compare + multiply is ~5x faster on the CPU than
+                # aten.threshold_backward, and a float-output compare far faster than a bool one.)
+                torch.gt(a, 0, out=mask).mul_(1.0 / keep_probability(prev_rate))
+                dz = dh.mul_(mask)
             else:
                 if mask is not None:
                     dh.mul_(mask)
@@ -327,7 +355,7 @@ def reference_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
         a = activate(z, act)
         if rate > 0.0:
             with torch.no_grad():
-                mask = draw_mask(a, 1.0 - rate, generator)
+                mask = draw_mask(a, rate, generator)
             a = a * mask
         h = a
     act = plan[-1][1]

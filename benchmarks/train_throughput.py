@@ -1,0 +1,311 @@
+"""Training throughput, side by side: seconds per epoch for the notebook's net, each contender in its own process.
+
+    python benchmarks/train_throughput.py [--quick] [--threads N] [--only a,b,...]
+
+Setting (issue 4): Fashion-MNIST's first 45,000 training images (random data of the same shape when the files are
+absent), the notebook's model 512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax, SGD (lr 0.01), batch 128,
+categorical cross-entropy. Each contender runs in a fresh process: one warm-up epoch, then one timed epoch; this is
+repeated in 3 rounds that interleave the contenders (so a burst of load from other processes on a shared machine
+hits them alike rather than one contender's three epochs), and the table shows the median of the 3 timed epochs and
+its fraction of the matmul bound (the 8 matrix products of forward + backward alone, measured the same way).
+The last line is `mlplab/gemm = F`, the fraction for mlplab's engine.
+
+Times are wall-clock on whatever else the machine is doing: on a shared machine, run it twice and trust the ratios
+more than the absolute numbers. This script prints ratios; it never asserts times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SPEC = "512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax"
+N_TRAIN, N_QUICK, BATCH, LR, RATE = 45_000, 9_000, 128, 0.01, 0.2
+DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+CONTENDERS = {
+    "gemm": "matmul bound (only the 8 products of forward + backward)",
+    "mlplab": "mlplab engine (closed-form forward/backward, foreach SGD)",
+    "torch": "PyTorch, tensors in memory, autograd, foreach SGD",
+    "dataloader": "PyTorch with a DataLoader",
+    "sklearn": "scikit-learn MLPClassifier (it has no dropout)",
+    "keras_tf": "Keras on TensorFlow",
+    "keras_torch": "Keras on PyTorch",
+}
+
+
+# --- data: a few lines of IDX reading, so the benchmark does not depend on mlplab.data ------------------------
+def load_data(n: int):
+    import numpy as np
+
+    images, labels = DATA_DIR / "train-images-idx3-ubyte.gz", DATA_DIR / "train-labels-idx1-ubyte.gz"
+    if images.exists() and labels.exists():
+        with gzip.open(images) as f:
+            x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 784)[:n]
+        with gzip.open(labels) as f:
+            y = np.frombuffer(f.read(), np.uint8, offset=8)[:n]
+        source = f"Fashion-MNIST ({DATA_DIR})"
+    else:
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (n, 784), dtype=np.uint8)
+        y = rng.integers(0, 10, n, dtype=np.uint8)
+        source = "random data of Fashion-MNIST's shape (files not found)"
+    return (x.astype(np.float32) / 255.0), y.astype(np.int64), source
+
+
+def _timed(epoch_fn, repeats: int = 1) -> list[float]:
+    epoch_fn()  # warm-up: allocator, thread pool, BLAS kernels selected
+    return [epoch_fn() for _ in range(repeats)]
+
+
+# --- contenders (each runs in a fresh process; see main) ---------------------------------------------------------
+def gemm_seconds(x, y):
+    import torch
+
+    xt = torch.from_numpy(x)
+    n = xt.shape[0]
+    g = torch.Generator().manual_seed(0)
+    w = [torch.randn(512, 784, generator=g), torch.randn(512, 512, generator=g), torch.randn(10, 512, generator=g)]
+    grads = [torch.empty_like(v) for v in w]
+
+    def epoch():
+        t0 = time.perf_counter()
+        for s in range(0, n, BATCH):
+            xb = xt[s:s + BATCH]                 # (B, 784)
+            h1 = torch.mm(xb, w[0].t())          # (B, 512)
+            h2 = torch.mm(h1, w[1].t())          # (B, 512)
+            z = torch.mm(h2, w[2].t())           # (B, 10)
+            torch.mm(z.t(), h2, out=grads[2])    # (10, 512)
+            d2 = torch.mm(z, w[2])               # (B, 512)
+            torch.mm(d2.t(), h1, out=grads[1])   # (512, 512)
+            d1 = torch.mm(d2, w[1])              # (B, 512)
+            torch.mm(d1.t(), xb, out=grads[0])   # (512, 784)
+        return time.perf_counter() - t0
+
+    return _timed(epoch), ""
+
+
+def mlplab_epoch_seconds(x, y, *, seed: int = 0):
+    """Seconds of one training pass of mlplab's engine per call (a closure), like fit's history `seconds`.
+
+    A loop of engine.train_step + optimizer.step over batches of a per-epoch shuffled in-memory copy; when
+    mlplab.fit is ready this can return its History's `seconds` column instead.
+    """
+    import torch
+
+    from mlplab.model import build, engine
+
+    model = build(SPEC, x.shape[1], seed=seed)
+    opt = torch.optim.SGD(model.parameters(), lr=LR, foreach=True)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    n = xt.shape[0]
+    shuffle = torch.Generator().manual_seed(seed)
+    dropout = torch.Generator().manual_seed(seed + 1)
+
+    def epoch():
+        perm = torch.randperm(n, generator=shuffle)
+        xs, ys = xt[perm], yt[perm]  # one gather per epoch; batches are views
+        t0 = time.perf_counter()
+        total = torch.zeros((), dtype=torch.float64)
+        for s in range(0, n, BATCH):
+            loss_sum, _ = engine.train_step(model, xs[s:s + BATCH], ys[s:s + BATCH], "categorical_crossentropy",
+                                            generator=dropout)
+            opt.step()
+            total += loss_sum
+        return time.perf_counter() - t0
+
+    return epoch
+
+
+def mlplab_seconds(x, y):
+    return _timed(mlplab_epoch_seconds(x, y)), ""
+
+
+def _torch_model():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Dropout(RATE), nn.Linear(512, 512), nn.ReLU(),
+                         nn.Dropout(RATE), nn.Linear(512, 10))
+
+
+def torch_seconds(x, y):
+    import torch
+    from torch.nn import functional as F
+
+    model = _torch_model()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, foreach=True)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    n = xt.shape[0]
+
+    def epoch():
+        perm = torch.randperm(n)
+        xs, ys = xt[perm], yt[perm]
+        t0 = time.perf_counter()
+        for s in range(0, n, BATCH):
+            opt.zero_grad()
+            F.cross_entropy(model(xs[s:s + BATCH]), ys[s:s + BATCH]).backward()
+            opt.step()
+        return time.perf_counter() - t0
+
+    return _timed(epoch), ""
+
+
+def dataloader_seconds(x, y):
+    import torch
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model = _torch_model()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, foreach=True)
+    loader = DataLoader(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=BATCH, shuffle=True)
+
+    def epoch():
+        t0 = time.perf_counter()
+        for xb, yb in loader:
+            opt.zero_grad()
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+        return time.perf_counter() - t0
+
+    return _timed(epoch), ""
+
+
+def sklearn_seconds(x, y):
+    import numpy as np
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=(512, 512), solver="sgd", batch_size=BATCH, learning_rate_init=LR,
+                        momentum=0.0, alpha=0.0, random_state=0)
+    classes = np.arange(10)
+
+    def epoch():
+        t0 = time.perf_counter()
+        clf.partial_fit(x, y, classes=classes)  # one pass over the data in minibatches
+        return time.perf_counter() - t0
+
+    return _timed(epoch), "no dropout"
+
+
+def _keras_seconds(x, y, backend: str):
+    os.environ["KERAS_BACKEND"] = backend
+    try:
+        import keras
+    except ImportError:
+        return None, "skipped: not installed"
+    if keras.backend.backend() != backend:
+        return None, f"skipped: Keras is on {keras.backend.backend()}"
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(512, activation="relu"),
+                              keras.layers.Dropout(RATE), keras.layers.Dense(512, activation="relu"),
+                              keras.layers.Dropout(RATE), keras.layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(LR), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    def epoch():
+        t0 = time.perf_counter()
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=True)
+        return time.perf_counter() - t0
+
+    return _timed(epoch), f"Keras {keras.__version__}"
+
+
+def keras_tf_seconds(x, y):
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return None, "skipped: not installed"
+    return _keras_seconds(x, y, "tensorflow")
+
+
+def keras_torch_seconds(x, y):
+    return _keras_seconds(x, y, "torch")
+
+
+RUNNERS = {"gemm": gemm_seconds, "mlplab": mlplab_seconds, "torch": torch_seconds,
+           "dataloader": dataloader_seconds, "sklearn": sklearn_seconds, "keras_tf": keras_tf_seconds,
+           "keras_torch": keras_torch_seconds}
+
+
+def _child(name: str, n: int, threads: int | None) -> None:
+    """Run one contender in this (fresh) process and print one JSON line."""
+    if threads:
+        # before any BLAS/OpenMP pool starts
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+            os.environ[var] = str(threads)
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    x, y, source = load_data(n)
+    try:
+        seconds, note = RUNNERS[name](x, y)
+    except ImportError as err:
+        seconds, note = None, f"skipped: not installed ({err.name})"
+    print(json.dumps({"name": name, "seconds": seconds, "note": note, "source": source,
+                      "threads": torch.get_num_threads()}))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help=f"{N_QUICK:,} samples instead of {N_TRAIN:,}")
+    ap.add_argument("--threads", type=int, default=None, help="threads per contender (default: all cores)")
+    ap.add_argument("--only", default=None, help="comma-separated contenders: " + ",".join(CONTENDERS))
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of all contenders; the table shows the median")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    n = N_QUICK if args.quick else N_TRAIN
+    if args.child:
+        _child(args.child, n, args.threads)
+        return 0
+    names = args.only.split(",") if args.only else list(CONTENDERS)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    results = {name: {"seconds": []} for name in names}
+    for round_ in range(args.rounds):
+        for name in names:
+            if results[name]["seconds"] is None:
+                continue  # skipped or failed in an earlier round
+            cmd = [sys.executable, __file__, "--child", name] + (["--quick"] if args.quick else [])
+            cmd += ["--threads", str(args.threads)] if args.threads else []
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if proc.returncode != 0 or not lines:
+                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                results[name] = {"seconds": None, "note": f"failed: {tail[:100]}"}
+                continue
+            r = json.loads(lines[-1])
+            if r["seconds"] is None:
+                results[name] = r
+            else:
+                r["seconds"] = results[name]["seconds"] + r["seconds"]
+                results[name] = r
+            print(f"  round {round_ + 1}: {name} {r.get('seconds')}", file=sys.stderr)
+    first = next((r for r in results.values() if "source" in r), {})
+    print(f"data: {first.get('source', '?')}, {n:,} samples, batch {BATCH}, SGD lr {LR}, dropout {RATE}, "
+          f"threads {first.get('threads', '?')}; median of {args.rounds} rounds of (1 warm-up + 1 timed epoch) "
+          "in fresh processes")
+    bound = statistics.median(results["gemm"]["seconds"]) if results.get("gemm", {}).get("seconds") else None
+    print(f"| {'contender':<58} | s/epoch | fraction of bound | note")
+    print(f"|{'-' * 60}|---------|-------------------|-----")
+    for name in names:
+        r = results[name]
+        if r.get("seconds"):
+            med = statistics.median(r["seconds"])
+            frac = f"{bound / med:.2f}" if bound else "n/a"
+            spread = f"runs {', '.join(f'{s:.2f}' for s in r['seconds'])}"
+            print(f"| {CONTENDERS[name]:<58} | {med:7.2f} | {frac:>17} | {r.get('note') or ''} {spread}".rstrip())
+        else:
+            print(f"| {CONTENDERS[name]:<58} |       - |                 - | {r.get('note')}")
+    mine = results.get("mlplab", {}).get("seconds")
+    print(f"mlplab/gemm = {bound / statistics.median(mine):.2f}" if bound and mine else "mlplab/gemm = n/a")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
