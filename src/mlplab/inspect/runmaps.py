@@ -1,0 +1,213 @@
+"""Activations and 2-D maps of a run directory: the library side of `mlplab activations` and `mlplab embed`.
+
+Files written (atomically: temp file + rename) into RUN/embeddings, named <layer>-<method> (or all-<method>):
+    .npz   coords_<layer> (N, 2) per layer, layers, labels, predictions, confidences, indices, quality arrays
+    .json  method, split, n, seed and per-layer quality/seconds/note (read by the run report)
+    .png   static scatter (one panel per layer)
+    .html  interactive explorer (linked panels)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mlplab.atomic import atomic_write_bytes, atomic_write_text
+from mlplab.errors import MlplabError
+from mlplab.inspect.activations import activations, resolve_layers, write_npz
+from mlplab.inspect.embed import METHODS, Embedding, embed
+from mlplab.inspect.quality import quality
+
+log = logging.getLogger(__name__)
+
+INPUT = "input"           # the pseudo-layer of raw input features (pixels)
+DEFAULT_EMBED_N = 10_000
+
+
+@dataclass
+class Samples:
+    x: np.ndarray             # (n, D) float32 model inputs
+    images: np.ndarray        # raw images, for thumbnails
+    labels: np.ndarray        # (n,) int64
+    indices: np.ndarray       # positions in the dataset's train or test arrays
+    split: str
+
+
+@dataclass
+class LayerMap:
+    layer: str
+    embedding: Embedding
+    quality: dict
+
+
+@dataclass
+class EmbedResult:
+    maps: list[LayerMap]
+    paths: dict[str, Path] = field(default_factory=dict)   # "npz" | "json" | "png" | "html" -> path
+    n: int = 0
+    split: str = "test"
+
+
+def pick(n_available: int, n: int | None, seed: int) -> np.ndarray:
+    """Sorted positions of n samples drawn without replacement (all when n is None or equal to what exists)."""
+    if n is None or n == n_available:
+        return np.arange(n_available)
+    if n < 1:
+        raise MlplabError(f"--n must be at least 1, got {n}")
+    if n > n_available:
+        raise MlplabError(f"asked for {n} samples but the split has only {n_available}")
+    return np.sort(np.random.default_rng(seed).choice(n_available, size=n, replace=False))
+
+
+def load_samples(run, split: str, n: int | None, seed: int, cap: int | None = None) -> Samples:
+    """n samples of a split (seeded); n=None takes all of them, or `cap` when the split is larger."""
+    data = run.split(split)
+    if n is None and cap is not None:
+        n = min(cap, len(data.y))
+    pos = pick(len(data.y), n, seed)
+    return Samples(x=data.x[pos], images=data.images[pos], labels=data.y[pos], indices=data.indices[pos], split=split)
+
+
+def dense_layers(model) -> list[str]:
+    return resolve_layers(model, "all")
+
+
+def default_layer(model) -> str:
+    """The last hidden dense layer (the notebook's "last layer" picture); the output layer if there is none."""
+    dense = dense_layers(model)
+    return dense[-2] if len(dense) > 1 else dense[-1]
+
+
+def _predict(model, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, confidence) from the output layer's activations."""
+    out = np.asarray(output, dtype=np.float64)
+    if out.shape[1] == 1:  # one sigmoid unit: binary
+        p = out[:, 0]
+        return (p > 0.5).astype(np.int64), np.maximum(p, 1 - p)
+    if getattr(model, "output_activation", "softmax") not in ("softmax", "sigmoid"):
+        out = np.exp(out - out.max(axis=1, keepdims=True))  # scores -> probabilities for a confidence
+        out /= out.sum(axis=1, keepdims=True)
+    return out.argmax(axis=1).astype(np.int64), out.max(axis=1)
+
+
+def export_activations(run, out, *, layers="all", split: str = "test", n: int | None = None, seed: int = 0,
+                       batch_size: int = 4096) -> tuple[Path, list[str], int]:
+    """Write an .npz with one array per layer plus labels, predictions, confidences and indices.
+
+    Layers stream into memmaps in a temporary folder beside `out`, then are packed member by member, so
+    memory stays at about one batch whatever N is. Returns (path, layer names, n).
+    """
+    model = run.model()
+    names = resolve_layers(model, layers)
+    output = dense_layers(model)[-1]
+    samples = load_samples(run, split, n, seed)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        acts = activations(model, samples.x, sorted(set(names) | {output}, key=model.layer_names.index),
+                           batch_size=batch_size, out=tmp)
+        preds, conf = _predict(model, acts[output])
+        arrays = {name: acts[name] for name in names}
+        arrays.update(labels=samples.labels, predictions=preds, confidences=conf.astype(np.float32),
+                      indices=samples.indices)
+        write_npz(out, arrays)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out, names, len(samples.labels)
+
+
+def resolve_embed_layers(model, layer: str | None) -> list[str]:
+    if layer is None:
+        return [default_layer(model)]
+    if layer == "all":
+        return [INPUT, *dense_layers(model)]
+    parts = [s.strip() for s in layer.split(",") if s.strip()]
+    names = [p for p in parts if p != INPUT]
+    resolved = resolve_layers(model, names) if names else []
+    return ([INPUT] if INPUT in parts else []) + resolved
+
+
+def embed_run(run, *, layer: str | None = None, method: str = "tsne", n: int | None = None, split: str = "test",
+              seed: int = 0, write_html: bool = True, write_png: bool = True, **options) -> EmbedResult:
+    """Embed the chosen layer(s) of a run for n samples of a split and write npz/json/png/html.
+
+    layer: a layer name, a comma list, "input" (the model inputs) or "all" (input, every dense layer).
+    n: None means up to DEFAULT_EMBED_N samples (all when the split is smaller); a number larger than
+    the split is an error.
+    """
+    if method not in METHODS:
+        raise MlplabError(f"unknown embedding method {method!r}; choose one of: {', '.join(METHODS)}")
+    model = run.model()
+    names = resolve_embed_layers(model, layer)
+    output = dense_layers(model)[-1]
+    samples = load_samples(run, split, n, seed, cap=DEFAULT_EMBED_N)
+    wanted = [nm for nm in names if nm != INPUT]
+    acts = activations(model, samples.x, sorted(set(wanted) | {output}, key=model.layer_names.index))
+    preds, conf = _predict(model, acts[output])
+
+    maps = []
+    for name in names:
+        feats = samples.x if name == INPUT else acts[name]
+        emb = embed(feats, method, seed=seed, **options)
+        q = quality(emb.coords, samples.labels, feats, seed=seed)
+        log.info("%s: %s", name, q)
+        maps.append(LayerMap(name, emb, q))
+
+    stem = ("all" if layer == "all" else "+".join(names)) + f"-{method}"
+    folder = Path(run.embeddings_dir)
+    result = EmbedResult(maps=maps, n=len(samples.labels), split=split)
+    result.paths = write_maps(folder / stem, maps, samples, preds, conf, run.class_names, method=method,
+                              title=f"{run.name} · {split} split · {len(samples.labels):,} points", seed=seed,
+                              write_png=write_png, write_html=write_html)
+    return result
+
+
+def write_maps(stem: Path, maps: list[LayerMap], samples: Samples, preds, conf, class_names, *, method: str,
+               title: str, seed: int, write_png: bool = True, write_html: bool = True) -> dict[str, Path]:
+    paths = {}
+    arrays = {f"coords_{m.layer}": m.embedding.coords for m in maps}
+    nan = float("nan")
+    arrays.update(
+        layers=np.array([m.layer for m in maps]),
+        labels=samples.labels, predictions=preds, confidences=np.asarray(conf, dtype=np.float32),
+        indices=samples.indices, class_names=np.array([str(c) for c in class_names]),
+        knn_accuracy=np.array([m.quality["knn_accuracy"] if m.quality["knn_accuracy"] is not None else nan
+                               for m in maps]),
+        trustworthiness=np.array([m.quality["trustworthiness"] if m.quality["trustworthiness"] is not None
+                                  else nan for m in maps]),
+        seconds=np.array([m.embedding.seconds for m in maps]),
+    )
+    paths["npz"] = write_npz(stem.with_name(stem.name + ".npz"), arrays)
+    meta = {"method": method, "split": samples.split, "n": int(len(samples.labels)), "seed": int(seed),
+            "layers": {m.layer: {"quality": m.quality, "seconds": round(m.embedding.seconds, 3),
+                                 "note": m.embedding.note, "params": m.embedding.params} for m in maps}}
+    if len(maps) == 1:
+        meta["quality"] = maps[0].quality  # the report shows this next to the picture
+    paths["json"] = atomic_write_text(stem.with_name(stem.name + ".json"), json.dumps(meta, indent=2) + "\n")
+
+    panels = {m.layer: m.embedding.coords for m in maps}
+    qualities = {m.layer: m.quality for m in maps}
+    seconds = {m.layer: m.embedding.seconds for m in maps}
+    if write_png:
+        from mlplab.viz.figures import figure_bytes
+        from mlplab.viz.scatter import embedding_figure
+
+        fig = embedding_figure(panels, samples.labels, class_names, predictions=preds, qualities=qualities,
+                               seconds=seconds, method=method, title=title)
+        paths["png"] = atomic_write_bytes(stem.with_name(stem.name + ".png"), figure_bytes(fig, "png"))
+    if write_html:
+        from mlplab.viz.explorer import explorer_html
+        from mlplab.viz.thumbnails import thumbnail_uris
+
+        page = explorer_html(panels, samples.labels, class_names, predictions=preds, confidences=conf,
+                             indices=samples.indices, thumbnails=thumbnail_uris(samples.images),
+                             qualities=qualities, seconds=seconds, method=method, title=title)
+        paths["html"] = atomic_write_text(stem.with_name(stem.name + ".html"), page)
+    return paths
