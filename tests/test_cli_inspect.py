@@ -1,0 +1,95 @@
+"""`mlplab activations` and `mlplab embed` end to end on a tiny digits run."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+from mlplab.cli import main
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", "digits", "--model", "32:relu,dropout:0.1,16:relu,10:softmax", "--lr", "0.1",
+              "--momentum", "0.9", "--epochs", "8", "--out", str(out), "--quiet"])
+    assert exit_info.value.code == 0
+    return out
+
+
+def test_activations_npz(run_dir, tmp_path, capsys):
+    out = tmp_path / "acts.npz"
+    code, stdout, err = run_cli(["activations", str(run_dir), "--layer", "all", "--n", "100", "--out", str(out)],
+                                capsys)
+    assert code == 0, err
+    assert "100 samples of the test split, layers dense_1, dense_2, dense_3" in stdout
+    with np.load(out, allow_pickle=False) as z:
+        assert sorted(z.files) == ["confidences", "dense_1", "dense_2", "dense_3", "indices", "labels",
+                                   "predictions"]
+        assert z["dense_1"].shape == (100, 32) and z["dense_2"].shape == (100, 16)
+        assert np.array_equal(z["predictions"], z["dense_3"].argmax(1))
+        assert np.allclose(z["confidences"], z["dense_3"].max(1))
+        assert len(set(z["indices"].tolist())) == 100 and (z["labels"] >= 0).all()
+        assert (z["predictions"] == z["labels"]).mean() > 0.8  # the run learned something
+
+
+def test_embed_all_layers_writes_linked_pictures(run_dir, capsys):
+    code, stdout, err = run_cli(["embed", str(run_dir), "--layer", "all", "--method", "pca"], capsys)
+    assert code == 0, err
+    table = stdout.splitlines()
+    assert table[0] == "pca of 360 test samples"
+    assert re.match(r"layer\s+10-NN acc\s+trust\s+seconds", table[1])
+    assert [ln.split()[0] for ln in table[2:6]] == ["input", "dense_1", "dense_2", "dense_3"]
+    folder = run_dir / "embeddings"
+    for ext in ("png", "html", "npz", "json"):
+        assert str(folder / f"all-pca.{ext}") in stdout
+    with np.load(folder / "all-pca.npz", allow_pickle=False) as z:
+        assert list(z["layers"]) == ["input", "dense_1", "dense_2", "dense_3"]
+        assert z["coords_dense_2"].shape == (360, 2) and z["coords_dense_2"].dtype == np.float32
+        # separation grows with depth: the output layer's map beats the pixels'
+        assert z["knn_accuracy"][-1] > z["knn_accuracy"][0]
+    meta = json.loads((folder / "all-pca.json").read_text())
+    assert set(meta["layers"]) == {"input", "dense_1", "dense_2", "dense_3"} and meta["n"] == 360
+    page = (folder / "all-pca.html").read_text()
+    assert page.count("data:image/png;base64,") >= 360
+    assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temp files left
+
+
+def test_embed_default_layer_tsne(run_dir, capsys):
+    code, stdout, err = run_cli(["embed", str(run_dir), "--method", "tsne", "--n", "150", "--seed", "1"], capsys)
+    assert code == 0, err
+    assert stdout.splitlines()[2].split()[0] == "dense_2"  # the last hidden layer by default
+    meta = json.loads((run_dir / "embeddings" / "dense_2-tsne.json").read_text())
+    assert meta["quality"]["knn_accuracy"] > 0.7 and meta["quality"]["trustworthiness"] > 0.9
+    assert meta["layers"]["dense_2"]["params"]["seed"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["embed", "{run}", "--layer", "dense_7"], "unknown layer 'dense_7'; choose from: all, dense_1, dropout_1"),
+    (["embed", "{run}", "--n", "5000", "--method", "pca"], "asked for 5000 samples but the split has only 360"),
+    (["activations", "{run}", "--n", "361"], "asked for 361 samples but the split has only 360"),
+    (["activations", "{run}", "--layer", "nope"], "unknown layer 'nope'"),
+    (["embed", "{missing}"], "does not exist"),
+])
+def test_errors_are_one_line_exit_2(run_dir, tmp_path, capsys, args, message):
+    args = [a.format(run=run_dir, missing=tmp_path / "missing") for a in args]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 2
+    assert err.startswith("mlplab: error: ") and message in err and err.count("\n") == 1
+
+
+def test_embed_umap_missing_extra(run_dir, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)
+    code, _, err = run_cli(["embed", str(run_dir), "--method", "umap", "--n", "50"], capsys)
+    assert code == 2 and "UMAP needs the optional extra: pip install 'mlplab[umap]'" in err
