@@ -205,3 +205,19 @@ def _train_line(name: str, res) -> str:
     extra = f", stopped early at epoch {res.history.stopped_early_at}" if res.history.stopped_early_at else ""
     return (f"{name}: {res.history.epochs_done} epochs{extra}, test accuracy "
             f"{res.metrics['test_accuracy']:.4f}")
+
+
+def _embed_stage(stage: Stage, run_path: Path) -> StageResult:
+    from mlplab.inspect.runmaps import embed_run
+    from mlplab.run import open_run
+
+    o = stage.options
+    run = open_run(run_path)
+    paths, parts = [], []
+    for method in o["methods"]:
+        res = embed_run(run, layer=",".join(o["layers"]), method=method, n=o["n"], split=o["split"], seed=o["seed"])
+        paths += [p for key, p in res.paths.items() if key in ("html", "png")]
+        for m in res.maps:
+            knn = m.quality.get("knn_accuracy")
+            parts.append(f"{m.layer} {method}: 10-NN accuracy {knn:.3f}" if knn is not None else f"{m.layer} {method}")
+    return StageResult(stage, "; ".join(parts), paths)
