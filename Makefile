@@ -13,9 +13,7 @@ install: $(BIN)/mlplab
 
 demo: install
 	@scripts/system-deps.sh
-	$(BIN)/mlplab train --data fashion-mnist --model 512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax \
-		--optimizer sgd --lr 0.1 --momentum 0.9 --epochs 3 --batch-size 128 --val-split 0.1 --seed 0 \
-		--out runs/demo --overwrite
+	$(BIN)/mlplab run experiments/notebook.toml --out runs/notebook --overwrite
 
 test: install
 	@WITH_CHROMIUM=1 scripts/system-deps.sh

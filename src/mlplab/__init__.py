@@ -28,11 +28,14 @@ _EXPORTS = {
     "predict": "mlplab.train",
     "History": "mlplab.train",
     "EarlyStopping": "mlplab.train",
-    "ModelCheckpoint": "mlplab.train",
-    "TerminateOnNaN": "mlplab.train",
+    "Callback": "mlplab.train",
+    "LambdaCallback": "mlplab.train",
+    "Trainer": "mlplab.train",
+    "TrainingDiverged": "mlplab.train",
     "open_run": "mlplab.run",
     "activations": "mlplab.inspect",
     "embed": "mlplab.inspect",
+    "quality": "mlplab.inspect",
 }
 
 __all__ = ["MlplabError", "__version__", *_EXPORTS]
