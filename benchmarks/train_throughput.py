@@ -31,7 +31,7 @@ N_TRAIN, N_QUICK, BATCH, LR, RATE = 45_000, 9_000, 128, 0.01, 0.2
 DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 CONTENDERS = {
     "gemm": "matmul bound (only the 8 products of forward + backward)",
-    "mlplab": "mlplab engine (closed-form forward/backward, foreach SGD)",
+    "mlplab": "mlplab (Trainer.fit; history seconds = training pass)",
     "torch": "PyTorch, tensors in memory, autograd, foreach SGD",
     "dataloader": "PyTorch with a DataLoader",
     "sklearn": "scikit-learn MLPClassifier (it has no dropout)",
@@ -92,33 +92,16 @@ def gemm_seconds(x, y):
 
 
 def mlplab_epoch_seconds(x, y, *, seed: int = 0):
-    """Seconds of one training pass of mlplab's engine per call (a closure), like fit's history `seconds`.
+    """mlplab as a user runs it: mlplab.fit's Trainer, one epoch per call; returns history's `seconds` (the
+    training pass alone, validation excluded, as the issue defines it)."""
+    from mlplab.train import Trainer
 
-    A loop of engine.train_step + optimizer.step over batches of a per-epoch shuffled in-memory copy; when
-    mlplab.fit is ready this can return its History's `seconds` column instead.
-    """
-    import torch
-
-    from mlplab.model import build, engine
-
-    model = build(SPEC, x.shape[1], seed=seed)
-    opt = torch.optim.SGD(model.parameters(), lr=LR, foreach=True)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    n = xt.shape[0]
-    shuffle = torch.Generator().manual_seed(seed)
-    dropout = torch.Generator().manual_seed(seed + 1)
+    model = __import__("mlplab").build(SPEC, x.shape[1], seed=seed)
+    trainer = Trainer(model, optimizer="sgd", lr=LR, batch_size=BATCH, seed=seed)
 
     def epoch():
-        perm = torch.randperm(n, generator=shuffle)
-        xs, ys = xt[perm], yt[perm]  # one gather per epoch; batches are views
-        t0 = time.perf_counter()
-        total = torch.zeros((), dtype=torch.float64)
-        for s in range(0, n, BATCH):
-            loss_sum, _ = engine.train_step(model, xs[s:s + BATCH], ys[s:s + BATCH], "categorical_crossentropy",
-                                            generator=dropout)
-            opt.step()
-            total += loss_sum
-        return time.perf_counter() - t0
+        history = trainer.fit(x, y, epochs=trainer.history.epochs_done + 1)
+        return history.rows[-1]["seconds"]
 
     return epoch
 
@@ -238,17 +221,19 @@ def _child(name: str, n: int, threads: int | None) -> None:
         # before any BLAS/OpenMP pool starts
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
             os.environ[var] = str(threads)
-    import torch
+    used = threads or os.cpu_count()
+    if name != "keras_tf":  # the TensorFlow child may run in an interpreter without torch
+        import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+        if threads:
+            torch.set_num_threads(threads)
+        used = torch.get_num_threads()
     x, y, source = load_data(n)
     try:
         seconds, note = RUNNERS[name](x, y)
     except ImportError as err:
         seconds, note = None, f"skipped: not installed ({err.name})"
-    print(json.dumps({"name": name, "seconds": seconds, "note": note, "source": source,
-                      "threads": torch.get_num_threads()}))
+    print(json.dumps({"name": name, "seconds": seconds, "note": note, "source": source, "threads": used}))
 
 
 def main(argv=None) -> int:
@@ -257,6 +242,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="threads per contender (default: all cores)")
     ap.add_argument("--only", default=None, help="comma-separated contenders: " + ",".join(CONTENDERS))
     ap.add_argument("--rounds", type=int, default=3, help="rounds of all contenders; the table shows the median")
+    ap.add_argument("--tf-python", default=os.environ.get("MLPLAB_BENCH_TF_PYTHON"),
+                    help="Python interpreter with TensorFlow + Keras for the keras_tf contender "
+                         "(default: this one, or $MLPLAB_BENCH_TF_PYTHON)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     n = N_QUICK if args.quick else N_TRAIN
@@ -271,7 +259,8 @@ def main(argv=None) -> int:
         for name in names:
             if results[name]["seconds"] is None:
                 continue  # skipped or failed in an earlier round
-            cmd = [sys.executable, __file__, "--child", name] + (["--quick"] if args.quick else [])
+            python = args.tf_python if (name == "keras_tf" and args.tf_python) else sys.executable
+            cmd = [python, __file__, "--child", name] + (["--quick"] if args.quick else [])
             cmd += ["--threads", str(args.threads)] if args.threads else []
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
