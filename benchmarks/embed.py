@@ -1,0 +1,106 @@
+"""t-SNE side by side on hidden features of the notebook's net: scikit-learn, openTSNE defaults, mlplab, UMAP.
+
+    python benchmarks/embed.py            # 10,000 test images, layer dense_2 (512-d)
+    python benchmarks/embed.py --n-all    # all 70,000 Fashion-MNIST images (sklearn skipped: minutes)
+
+Trains the notebook model (784-512-512-10, dropout 0.2) for a couple of epochs on Fashion-MNIST, takes dense_2
+activations, then times each contender on the same vectors and scores every map with mlplab.inspect.quality.
+Prints a table and, last, `tsne speedup vs sklearn = X`. Times are wall-clock on whatever else the machine
+is running: compare ratios from one run, not numbers across runs. It never asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+
+def hidden_vectors(n_all: bool, epochs: int, seed: int):
+    from mlplab import activations, build, fit, load_dataset, to_features
+
+    ds = load_dataset("fashion-mnist")
+    x_train, x_test = to_features(ds.x_train), to_features(ds.x_test)
+    model = build("512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax", x_train.shape[1], seed=seed)
+    t = time.perf_counter()
+    fit(model, x_train, ds.y_train, epochs=epochs, batch_size=128, optimizer="adam", lr=1e-3, seed=seed)
+    print(f"trained {epochs} epochs in {time.perf_counter() - t:.1f} s")
+    if n_all:
+        x, y = np.concatenate([x_train, x_test]), np.concatenate([ds.y_train, ds.y_test])
+    else:
+        x, y = x_test, ds.y_test
+    return activations(model, x, "dense_2")["dense_2"], y
+
+
+def contenders(n_all: bool, seed: int):
+    cores = len(os.sched_getaffinity(0))
+
+    def sklearn_tsne(h):
+        from sklearn.manifold import TSNE
+
+        return TSNE(n_components=2, random_state=seed).fit_transform(h)
+
+    def opentsne_default(h):
+        from openTSNE import TSNE
+
+        return np.asarray(TSNE(n_jobs=cores, random_state=seed).fit(h))
+
+    def mlplab_tsne(h):
+        from mlplab.inspect import embed
+
+        return embed(h, "tsne", seed=seed).coords  # the whole pipeline: checks, PCA-50, openTSNE, float32
+
+    def umap_warm(h):
+        from mlplab.inspect import embed
+
+        return embed(h, "umap", seed=seed).coords
+
+    out = [] if n_all else [("sklearn TSNE", sklearn_tsne), ("openTSNE default", opentsne_default)]
+    out.append(("mlplab tsne", mlplab_tsne))
+    try:
+        import umap  # noqa: F401
+        out.append(("umap-learn (warm)", umap_warm))
+    except ImportError:
+        print("umap-learn not installed: skipped")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-all", action="store_true", help="all 70,000 images instead of the 10,000 test images")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from mlplab.inspect import embed, quality
+
+    h, y = hidden_vectors(args.n_all, args.epochs, args.seed)
+    print(f"{len(h):,} vectors of {h.shape[1]} dims (dense_2), {len(os.sched_getaffinity(0))} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    runs = contenders(args.n_all, args.seed)
+    if any(name.startswith("umap") for name, _ in runs):
+        embed(h[:500], "umap", seed=args.seed)  # numba compiles umap-learn on first use: keep that out of the time
+    rows = []
+    for name, fn in runs:
+        t = time.perf_counter()
+        coords = fn(h)
+        seconds = time.perf_counter() - t
+        q = quality(coords, y, h, seed=args.seed)
+        rows.append((name, seconds, q["knn_accuracy"], q["trustworthiness"]))
+        print(f"  {name}: {seconds:.1f} s", flush=True)
+
+    print()
+    print(f"{'method':<20}{'seconds':>9}{'10-NN acc':>11}{'trust':>8}")
+    for name, seconds, acc, trust in rows:
+        print(f"{name:<20}{seconds:>9.1f}{acc:>11.3f}{trust:>8.3f}")
+    times = {name: seconds for name, seconds, *_ in rows}
+    if "sklearn TSNE" in times:
+        print(f"tsne speedup vs sklearn = {times['sklearn TSNE'] / times['mlplab tsne']:.2f}")
+    else:
+        print("tsne speedup vs sklearn = n/a (sklearn not run at this size)")
+
+
+if __name__ == "__main__":
+    main()
