@@ -20,6 +20,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+FLOAT32_MAX = 3.4e38
 NOTEBOOK_SPEC = "512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax"
 
 
@@ -71,8 +72,9 @@ class TrainOptions:
         def bad(msg):
             raise MlplabError(f"{where}: {msg}")
 
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            bad(f"lr must be a number > 0 (got {self.lr})")
+        # torch keeps optimizer settings as float32 on the tensors: beyond ~3.4e38 they overflow mid-step
+        if not (math.isfinite(self.lr) and 0 < self.lr <= FLOAT32_MAX):
+            bad(f"lr must be a number > 0 and <= {FLOAT32_MAX:g} (got {self.lr})")
         if self.batch_size <= 0:
             bad(f"batch_size must be an integer > 0 (got {self.batch_size})")
         if self.epochs <= 0:
@@ -85,10 +87,10 @@ class TrainOptions:
             bad(f"threads must be an integer > 0 (got {self.threads})")
         if not (0.0 <= self.momentum < 1.0):
             bad(f"momentum must be in [0, 1) (got {self.momentum})")
-        if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
-            bad(f"weight_decay must be >= 0 (got {self.weight_decay})")
-        if self.seed < 0:
-            bad(f"seed must be an integer >= 0 (got {self.seed})")
+        if not (math.isfinite(self.weight_decay) and 0 <= self.weight_decay <= FLOAT32_MAX):
+            bad(f"weight_decay must be >= 0 and <= {FLOAT32_MAX:g} (got {self.weight_decay})")
+        if not 0 <= self.seed < 2**32 - 2:  # numpy's and scikit-learn's seeds are 32-bit; the trainer uses seed+2
+            bad(f"seed must be an integer from 0 to {2**32 - 3} (got {self.seed})")
         from mlplab.train.optim import OPTIMIZERS, SCHEDULES
 
         if self.optimizer not in OPTIMIZERS:
@@ -98,9 +100,11 @@ class TrainOptions:
         if self.early_stop is not None:
             from mlplab.train.callbacks import EarlyStopping
 
-            EarlyStopping.from_string(self.early_stop)
-            if self.early_stop.startswith("val_") and self.val_split == 0:
+            monitor = EarlyStopping.from_string(self.early_stop).monitor
+            if monitor.startswith("val_") and self.val_split == 0:
                 bad(f"early_stop {self.early_stop!r} monitors validation data but val_split is 0")
+        elif self.restore_best or self.min_delta:
+            bad("restore_best and min_delta only apply with early_stop (e.g. --early-stop val_loss:4)")
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)

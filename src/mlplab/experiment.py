@@ -82,7 +82,7 @@ def load_experiment(path, *, data: str | None = None) -> Experiment:
         sw = f"{where}: stage[{i}]"
         _expect(raw, dict, sw, "a table")
         kind = raw.get("kind", "train")
-        if kind not in STAGE_KEYS:
+        if not isinstance(kind, str) or kind not in STAGE_KEYS:
             raise MlplabError(f"{sw}.kind must be one of: {', '.join(STAGE_KEYS)} (got {kind!r})")
         unknown = sorted(set(raw) - STAGE_KEYS[kind])
         if unknown:

@@ -34,12 +34,15 @@ def _load_picture(path: Path, input_shape) -> np.ndarray:
     if len(input_shape) != 2:
         raise MlplabError(f"{path}: this model takes {int(np.prod(input_shape))} features, not images; "
                           "give a .npy file with one value per feature")
+    from mlplab.data.imagefolder import check_image_size, open_image_bytes
+
     try:
-        with Image.open(path) as img:
+        with Image.open(open_image_bytes(path)) as img:
+            check_image_size(img, path)
             img.load()
             gray = img.convert("L")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise MlplabError(f"{path} is not a readable image ({exc})") from exc
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise MlplabError(f"{path} is not a readable image ({' '.join(str(exc).split())})") from exc
     h, w = input_shape
     if gray.size != (w, h):
         gray = gray.resize((w, h), Image.Resampling.LANCZOS)
@@ -47,8 +50,15 @@ def _load_picture(path: Path, input_shape) -> np.ndarray:
 
 
 def _load_npy(path: Path, input_shape) -> np.ndarray:
+    from mlplab.data.npz import npy_header
+
     try:
-        arr = np.load(path, allow_pickle=False)
+        with open(path, "rb") as fh:
+            npy_header(fh, path.stat().st_size, str(path))  # before numpy allocates what the header claims
+            fh.seek(0)
+            arr = np.load(fh, allow_pickle=False)
+    except MlplabError:
+        raise
     except (ValueError, OSError, EOFError) as exc:
         raise MlplabError(f"{path} is not a readable .npy array ({exc})".splitlines()[0]) from exc
     if arr.dtype.kind not in "uif" and arr.dtype != np.bool_:

@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import math
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -90,16 +91,59 @@ def _read_json(path: Path) -> dict:
     return obj
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# (section, key, required, check, what it must be): config.json is input like any other file, so the values
+# the readers use are checked here, where it enters, instead of failing later with a TypeError.
+_CONFIG_FIELDS = [
+    ("data", "name", True, lambda v: isinstance(v, str) and v != "", "a dataset name or path"),
+    ("data", "val_split", False, lambda v: v is None or (_is_number(v) and 0 <= v < 1), "a number in [0, 1)"),
+    ("data", "input_shape", False, lambda v: v is None or (isinstance(v, list) and all(_is_int(d) and d > 0 for d in v)),
+     "a list of sizes"),
+    ("data", "n_classes", False, lambda v: _is_int(v) and 0 <= v <= 10_000, "a whole number of classes"),
+    ("data", "class_names", False, lambda v: v is None or (isinstance(v, list) and all(isinstance(n, str) for n in v)),
+     "a list of strings"),
+    ("data", "load_options", False, lambda v: isinstance(v, dict) and set(v) <= {"test_fraction", "seed"}
+     and _is_number(v.get("test_fraction", 0.2)) and 0 < v.get("test_fraction", 0.2) < 1
+     and _is_int(v.get("seed", 0)) and v.get("seed", 0) >= 0, "a table with test_fraction in (0, 1) and seed"),
+    ("model", "spec", True, lambda v: isinstance(v, str), "a model spec string"),
+    ("model", "input_dim", True, lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+    ("model", "init", False, lambda v: isinstance(v, str), "an initializer name"),
+    ("train", "seed", True, lambda v: _is_int(v) and v >= 0, "a whole number >= 0"),
+]
+
+
 def _check_config(config: dict, where: Path) -> None:
     problems = []
-    for section, keys in (("data", ("name",)), ("model", ("spec", "input_dim")), ("train", ("seed",))):
+    for section in ("data", "model", "train"):
+        if not isinstance(config.get(section), dict):
+            problems.append(f"missing section {section!r}")
+    for section, key, required, ok, what in _CONFIG_FIELDS:
         part = config.get(section)
         if not isinstance(part, dict):
-            problems.append(f"missing section {section!r}")
             continue
-        problems += [f"missing {section}.{k}" for k in keys if k not in part]
+        if key not in part:
+            if required:
+                problems.append(f"missing {section}.{key}")
+        elif not ok(part[key]):
+            problems.append(f"{section}.{key} must be {what} (found {json.dumps(part[key])[:60]})")
     if problems:
         raise MlplabError(f"{where} is not an mlplab run config: {'; '.join(problems)}")
+
+
+def own_folder(run_path: Path, name: str) -> Path:
+    """RUN/<name>, refusing a symlink: outputs go inside the run directory, never through a link to elsewhere."""
+    folder = Path(run_path) / name
+    if folder.is_symlink():
+        raise MlplabError(f"{folder} is a symlink (to {os.readlink(folder)}); mlplab writes only inside the run "
+                          f"directory and does not follow it: remove the link or make {name}/ a real folder")
+    return folder
 
 
 class Run:
@@ -123,11 +167,11 @@ class Run:
 
     @property
     def plots_dir(self) -> Path:
-        return self.path / "plots"
+        return own_folder(self.path, "plots")
 
     @property
     def embeddings_dir(self) -> Path:
-        return self.path / "embeddings"
+        return own_folder(self.path, "embeddings")
 
     @property
     def weights_path(self) -> Path:
@@ -157,7 +201,12 @@ class Run:
 
     def summary_text(self) -> str | None:
         path = self.path / "summary.txt"
-        return path.read_text(encoding="utf-8") if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise MlplabError(f"cannot read {path}: {exc}") from exc
 
     # --- model and data ------------------------------------------------------------------------------
     def model(self, device: str = "cpu"):

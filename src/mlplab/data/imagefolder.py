@@ -6,6 +6,7 @@ A ROOT with exactly `train/` and `test/` inside, each laid out that way, gives b
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -26,14 +27,38 @@ def looks_like_image_folder(root: Path) -> bool:
     return False
 
 
+# A small file can announce a huge picture (a "decompression bomb"); MNIST-like data never needs one this big.
+MAX_IMAGE_PIXELS = 1 << 25  # 33.5 megapixels, e.g. 5792 x 5792
+
+
+def check_image_size(im, path) -> None:
+    """Refuse a picture whose header announces more pixels than mlplab reads, before it is decoded."""
+    width, height = im.size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise MlplabError(f"{path}: image is {width}x{height} pixels, more than the {MAX_IMAGE_PIXELS:,} pixels "
+                          "mlplab reads (a corrupt file or a decompression bomb?)")
+
+
+def open_image_bytes(path: Path) -> io.BytesIO:
+    """The file's bytes in memory, for Image.open. Pillow reads some chunks with fp.read(length as the file
+    claims it), and a real file object allocates that length up front (a PNG chunk claiming 3 GB in a 100-byte
+    file asks for 3 GB); a BytesIO hands back only the bytes that exist."""
+    try:
+        return io.BytesIO(Path(path).read_bytes())
+    except OSError as exc:
+        raise MlplabError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError  # Pillow only when images are actually read
 
     try:
-        with Image.open(path) as im:
+        with Image.open(open_image_bytes(path)) as im:
+            check_image_size(im, path)
             return np.asarray(im.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise MlplabError(f"{path}: cannot read image ({exc})") from exc
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
+            EOFError) as exc:
+        raise MlplabError(f"{path}: cannot read image ({' '.join(str(exc).split())})") from exc
 
 
 def read_image_folder(root, class_names: list[str] | None = None):

@@ -6,6 +6,7 @@ An optional `class_names` key (an array of strings, which needs no pickle) names
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +16,64 @@ from mlplab.errors import MlplabError
 SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
+# deflate cannot expand data by more than about 1032:1 (see idx.py); stored members are not compressed
+_MAX_RATIO = {zipfile.ZIP_STORED: 1, zipfile.ZIP_DEFLATED: 1032}
+
+
+def npy_header(fh, available: int, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Read a .npy header from fh and check that the array it announces fits in `available` bytes.
+
+    numpy allocates the whole array the header claims before it reads any data, so a 1 kB file claiming
+    (10**12,) float64 values would ask for terabytes. Checking the claim against the real size first turns
+    that into one error line. Returns (shape, dtype); fh is left just after the header.
+    """
+    fmt = np.lib.format
+    try:
+        start = fh.tell()
+        version = fmt.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+        else:
+            raise MlplabError(f"{where}: .npy format version {version} is not supported (1.0 and 2.0 are)")
+        header_len = fh.tell() - start
+    except MlplabError:
+        raise
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as exc:
+        raise MlplabError(f"{where}: not a valid .npy array header ({' '.join(str(exc).split())})") from exc
+    if dtype.hasobject:
+        raise MlplabError(f"{where}: holds Python objects (dtype {dtype}): cannot read safely, that would need "
+                          "unpickling; save plain numeric arrays")
+    if any(d < 0 for d in shape):
+        raise MlplabError(f"{where}: header has a negative dimension in shape {shape}")
+    claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if claimed > available - header_len:
+        raise MlplabError(f"{where}: header claims shape {shape} of {dtype} ({claimed:,} bytes) but the file holds "
+                          f"only {max(available - header_len, 0):,} bytes of data; it is truncated or corrupt")
+    return shape, dtype
+
+
+def _check_members(path: Path) -> None:
+    """Every .npy member's header must fit in what the member can really hold (see npy_header)."""
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            where = f"{path}: array {info.filename[:-4]!r}"
+            ratio = _MAX_RATIO.get(info.compress_type)
+            if ratio is not None and info.file_size > max(info.compress_size, 1) * ratio:
+                raise MlplabError(f"{where}: claims {info.file_size:,} bytes from {info.compress_size:,} compressed "
+                                  "bytes, more than the compression can produce; the file is corrupt")
+            with zf.open(info) as fh:
+                npy_header(fh, info.file_size, where)
+
+
 def read_npz(path):
     """(x_train, y_train, x_test, y_test, class_names); the test pair and class_names may be None."""
     path = Path(path)
     try:
+        _check_members(path)
         # allow_pickle=False: an .npz can carry pickled objects, and unpickling runs code from the file.
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
@@ -38,7 +93,7 @@ def read_npz(path):
     except ValueError as exc:
         # numpy raises ValueError for object arrays when allow_pickle=False, and for non-npy members.
         raise MlplabError(f"{path}: cannot read safely ({exc})") from exc
-    except (zipfile.BadZipFile, EOFError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error) as exc:
         raise MlplabError(f"{path}: not a valid .npz file ({exc})") from exc
     except OSError as exc:
         raise MlplabError(f"{path}: cannot read: {exc.strerror or exc}") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import shutil
 import time
 from datetime import datetime, timezone
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from mlplab.atomic import atomic_write_json, atomic_write_text
 from mlplab.errors import MlplabError
-from mlplab.run import RUN_FORMAT, format_history_csv
+from mlplab.run import RUN_FORMAT, format_history_csv, own_folder
 from mlplab.train.checkpoint import save_training_state, save_weights
 
 # what a run directory may contain: --overwrite removes only these, never unknown files
@@ -25,19 +26,57 @@ RUN_ENTRIES = ("config.json", "model.safetensors", "history.csv", "metrics.json"
                "checkpoints", "plots", "embeddings", "report.html")
 
 
+# mlplab.atomic's temporary files: ".<final name>.<8 random characters>.tmp"
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_temp_leftovers(path: Path) -> list[Path]:
+    """Delete the temporary files that a killed process left behind in a run directory and its checkpoints/.
+
+    Readers never look at them (they are not under a final name), but each one can be as large as a
+    checkpoint, and every kill -9 during a write adds one. Only names of files the run writer itself writes
+    are removed, and only when nothing is training in the folder (before training starts or resumes).
+    """
+    removed = []
+    for folder in (path, path / "checkpoints"):
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            continue
+        for p in entries:
+            if _is_our_temp(p):
+                try:
+                    p.unlink()
+                    removed.append(p)
+                except OSError:
+                    pass
+    return removed
+
+
+def _is_our_temp(p: Path) -> bool:
+    m = _TEMP_NAME.match(p.name)
+    return bool(m) and m["name"] in RUN_ENTRIES + ("last.safetensors", "best.safetensors", "best.json") \
+        and p.is_file() and not p.is_symlink()
+
+
 def prepare_run_dir(path: Path, *, overwrite: bool) -> None:
     """Create a fresh run directory, refusing to clobber anything that is not ours."""
     if path.exists() and not path.is_dir():
         raise MlplabError(f"--out {path} is a file; give a folder for the run")
+    if path.is_dir() and not (path / "config.json").exists() and all(_is_our_temp(p) for p in path.iterdir()):
+        remove_temp_leftovers(path)  # a process killed while writing the first config.json left only this
     if path.exists() and any(path.iterdir()):
         if not (path / "config.json").exists():
             raise MlplabError(f"--out {path} is a non-empty folder that is not an mlplab run; choose another --out")
         if not overwrite:
             raise MlplabError(f"run {path} already exists; continue it with --resume {path} "
                               f"or replace it with --overwrite")
+        remove_temp_leftovers(path)
         for name in RUN_ENTRIES:
             target = path / name
-            if target.is_dir():
+            if target.is_symlink():
+                target.unlink()  # a link (say plots/ -> elsewhere) goes, never what it points to
+            elif target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
@@ -76,7 +115,7 @@ class RunWriter:
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return own_folder(self.path, "checkpoints")
 
     def write_static(self, summary_text: str) -> None:
         atomic_write_json(self.path / "config.json", self.config)

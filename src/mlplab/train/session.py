@@ -14,7 +14,7 @@ from mlplab.errors import MlplabError
 from mlplab.run import RUN_FORMAT, open_run
 from mlplab.train.callbacks import EarlyStopping, resolve_mode
 from mlplab.train.history import History
-from mlplab.train.run_writer import RunWriter, prepare_run_dir
+from mlplab.train.run_writer import RunWriter, prepare_run_dir, remove_temp_leftovers
 from mlplab.train.trainer import Trainer
 
 
@@ -101,6 +101,7 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
 
     run = open_run(path)
     opts = _options_from_config(run.config)
+    planned_epochs = opts.epochs
     if epochs is not None:
         opts.epochs = epochs
     if device is not None:
@@ -121,9 +122,17 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
     trainer.restore(rng=rng, history_rows=meta["history"], callback_state=meta.get("callbacks", {}),
                     callback_tensors=extra)
     done = trainer.history.epochs_done
-    if opts.epochs <= done:
+    # A process that stopped after its last epoch's checkpoint but before the end of training (Ctrl-C in the
+    # last batch, kill -9 while evaluating) left a run without its final steps: asking for the same number of
+    # epochs again finishes it. A finished run has the test metrics in its manifest.
+    unfinished = "test_accuracy" not in (run.manifest() or {})
+    stopped_early = any(isinstance(s, dict) and s.get("stopped_epoch") for s in meta.get("callbacks", {}).values())
+    finish_only = unfinished and (opts.epochs == done or (
+        stopped_early and opts.epochs == planned_epochs))
+    if opts.epochs <= done and not finish_only:
         raise MlplabError(f"run {run.path} already has {done} epochs; resume to a later epoch with --epochs N "
                           f"(N > {done})")
+    remove_temp_leftovers(run.path)  # what kill -9 left mid-write; readers ignore it, but it takes space
     es = _early_stopping(opts)
     monitor, mode = _monitor(opts, es)
     config = dict(run.config)
@@ -133,15 +142,19 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
 
     atomic_write_json(run.path / "config.json", config)
     trainer.run_writer = writer
-    return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
+    return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks, finish_only=finish_only)
 
 
-def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOptions, es, callbacks) -> TrainResult:
+def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOptions, es, callbacks,
+                      finish_only: bool = False) -> TrainResult:
     cbs = list(callbacks)
     if es is not None:
         cbs.insert(0, es)  # first, so that its checkpointed state keeps the same position on resume
-    history = trainer.fit(ds.x_train, ds.y_train, epochs=opts.epochs, validation_split=opts.val_split,
-                          callbacks=cbs, split_seed=opts.seed)
+    if finish_only:
+        history = trainer.finish(cbs)
+    else:
+        history = trainer.fit(ds.x_train, ds.y_train, epochs=opts.epochs, validation_split=opts.val_split,
+                              callbacks=cbs, split_seed=opts.seed)
     if history.interrupted:
         return TrainResult(writer.path, history, None, getattr(trainer, "interrupted_at", None))
     metrics = evaluate_model(trainer.model, ds, loss=trainer.loss, data_name=opts.data, device=trainer.device)

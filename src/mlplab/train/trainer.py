@@ -187,24 +187,7 @@ class Trainer:
         lr_at = make_schedule(self.schedule_name, self.lr, steps_per_epoch=n_batches, epochs=epochs,
                               **self.schedule_options)
         constant_lr = self.schedule_name == "constant"
-        self.callbacks = list(callbacks)
-        self.stop_training = False
-        self._stop_requested = False
-        for cb in self.callbacks:
-            cb.on_train_begin(self)
-        if self._resumed_callback_state is not None:
-            # Resuming: callbacks continue with the state they had (EarlyStopping's wait and best, ...),
-            # matched by position and type so that a changed callback list is not silently mixed up.
-            states, tensors = self._resumed_callback_state
-            for i, cb in enumerate(self.callbacks):
-                key = f"{i}:{type(cb).__name__}"
-                if key in states:
-                    group = tensors.get(f"cb{i}")
-                    cb.load_state_dict(states[key], None if group is None
-                                       else {k: v.to(self.device) for k, v in group.items()})
-            self._resumed_callback_state = None
-        if self.run_writer is not None:
-            self.run_writer.on_train_begin(self)
+        self._begin(callbacks)
 
         check_each_batch = dev.type == "cpu"  # a host sync per batch is free on the CPU, not on a GPU
         with _ctrl_c_finishes_batch(self):
@@ -269,9 +252,42 @@ class Trainer:
                         self.history.interrupted = True
                         self.interrupted_at = (epoch + 1, n_batches)
                     break
-        if not self.history.interrupted:
-            for cb in self.callbacks:
-                cb.on_train_end(self)
+        if self.history.interrupted:  # Ctrl-C at the end of an epoch: that epoch is whole and saved
+            if self.run_writer is not None:
+                self.run_writer.on_interrupt(self)
+            return self.history
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        if self.run_writer is not None:
+            self.run_writer.on_train_end(self)
+        return self.history
+
+    def _begin(self, callbacks) -> None:
+        self.callbacks = list(callbacks)
+        self.stop_training = False
+        self._stop_requested = False
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        if self._resumed_callback_state is not None:
+            # Resuming: callbacks continue with the state they had (EarlyStopping's wait and best, ...),
+            # matched by position and type so that a changed callback list is not silently mixed up.
+            states, tensors = self._resumed_callback_state
+            for i, cb in enumerate(self.callbacks):
+                key = f"{i}:{type(cb).__name__}"
+                if key in states:
+                    group = tensors.get(f"cb{i}")
+                    cb.load_state_dict(states[key], None if group is None
+                                       else {k: v.to(self.device) for k, v in group.items()})
+            self._resumed_callback_state = None
+        if self.run_writer is not None:
+            self.run_writer.on_train_begin(self)
+
+    def finish(self, callbacks=()) -> History:
+        """The end of fit() without more epochs: for a resumed run whose last epoch was saved but whose process
+        stopped (Ctrl-C, kill) before the end-of-training steps (restore_best_weights, final weights)."""
+        self._begin(callbacks)
+        for cb in self.callbacks:
+            cb.on_train_end(self)
         if self.run_writer is not None:
             self.run_writer.on_train_end(self)
         return self.history

@@ -1,0 +1,362 @@
+"""Faults: kill -9 at many moments (also in the middle of a checkpoint write), a full disk while saving, Ctrl-C.
+
+The kill tests run the real CLI in subprocesses and kill them with SIGKILL, so nothing in mlplab gets a chance
+to clean up. After every kill the run directory must load, show no half-written file under a final name, and
+`mlplab train --resume` must carry on (or say in one line that there is no checkpoint yet).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlplab.errors import MlplabError
+from mlplab.run import open_run
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL and /proc/self/fd are Linux features")
+
+SPEC = "64:relu,dropout:0.2,10:softmax"
+EPOCHS = 6
+
+
+def train_args(epochs: int = EPOCHS) -> list[str]:
+    return ["train", "--data", "digits", "--model", SPEC, "--epochs", str(epochs), "--batch-size", "16",
+            "--threads", "1", "--quiet"]
+
+
+TRAIN = train_args()
+
+
+def _popen(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "mlplab", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _mlplab(args):
+    p = subprocess.run([sys.executable, "-m", "mlplab", *args], capture_output=True, text=True)
+    return p.returncode, p.stderr
+
+
+def _rows(run: Path) -> int:
+    try:
+        text = (run / "history.csv").read_text()
+    except OSError:
+        return 0
+    return max(0, len(text.splitlines()) - 1)
+
+
+def _tmp_files(run: Path) -> list[Path]:
+    return [p for p in run.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]
+
+
+def check_run_dir(run: Path) -> dict:
+    """Everything a reader can see under its final name is whole; returns what was found."""
+    from mlplab.model import build
+    from mlplab.train.checkpoint import load_training_state, load_weights
+    from mlplab.train.trainer import Trainer
+
+    r = open_run(run)
+    rows = r.history()
+    assert [row["epoch"] for row in rows] == list(range(1, len(rows) + 1))
+    for name in ("manifest.json", "metrics.json", "checkpoints/best.json"):
+        if (run / name).exists():
+            json.loads((run / name).read_text())
+    if (run / "summary.txt").exists():
+        assert "Total params" in (run / "summary.txt").read_text()
+    if r.weights_path.exists():
+        model = r.model()
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+    if (run / "checkpoints/best.safetensors").exists():
+        load_weights(build(SPEC, 64), run / "checkpoints/best.safetensors")
+    ckpt_epoch = 0
+    last = run / "checkpoints/last.safetensors"
+    if last.exists():
+        model = build(SPEC, 64)
+        trainer = Trainer(model, batch_size=16)
+        _, _, meta = load_training_state(last, model=model, optimizer=trainer.optimizer)
+        ckpt_epoch = int(meta["epoch"])
+        # the checkpoint is written first, history.csv after it: history never runs ahead of the checkpoint
+        assert len(rows) in (ckpt_epoch, ckpt_epoch - 1)
+    else:
+        assert rows == []
+    return {"rows": len(rows), "checkpoint": ckpt_epoch, "tmp": len(_tmp_files(run))}
+
+
+# kill moments: ("start", seconds after launch), ("rows+K", seconds after K more epochs are on disk),
+# ("final", seconds after the last epoch is on disk: evaluation and the last writes), or
+# ("write", FILE, WHERE): the process kills itself inside its first write of FILE (see KILL_IN_WRITE below):
+# half of the data written ("mid-write") or all of it fsynced but not yet renamed ("before-rename").
+TRIGGERS = [
+    ("start", 0.4), ("rows+1", 0.0), ("write", "last.safetensors", "mid-write"), ("rows+1", 0.15),
+    ("start", 2.5), ("write", "history.csv", "before-rename"), ("rows+2", 0.05), ("final", 0.0),
+    ("write", "model.safetensors", "mid-write"), ("rows+1", 0.3), ("write", "last.safetensors", "before-rename"),
+    ("start", 1.2), ("rows+1", 0.02), ("final", 0.01), ("write", "manifest.json", "mid-write"), ("rows+2", 0.4),
+    ("write", "config.json", "before-rename"), ("rows+1", 0.6), ("write", "metrics.json", "mid-write"),
+    ("final", 0.05),
+]
+
+
+def _wait_and_kill(proc, run: Path, trigger: str, delay: float) -> bool:
+    """Poll the run directory until the trigger fires, then SIGKILL; False if the process ended first."""
+    start_rows = _rows(run)
+    fired = False
+    while proc.poll() is None:
+        if trigger == "start":
+            fired = True
+        elif trigger.startswith("rows+"):
+            fired = _rows(run) >= min(start_rows + int(trigger[5:]), EPOCHS)
+        elif trigger == "final":
+            fired = _rows(run) >= EPOCHS
+        if fired:
+            break
+        time.sleep(0.0005)
+    if not fired:
+        return False
+    if delay:
+        time.sleep(delay)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return True
+
+
+@pytest.mark.slow
+def test_kill_9_twenty_times_then_resume(tmp_path):
+    run = tmp_path / "run"
+    log = []
+    kills = attempts = 0
+    fresh = True
+    while kills < len(TRIGGERS):
+        attempts += 1
+        assert attempts < 2 * len(TRIGGERS), log
+        trigger = TRIGGERS[kills]
+        args = TRAIN + ["--out", str(run), "--overwrite"] if fresh else [
+            "train", "--resume", str(run), "--epochs", str(EPOCHS), "--threads", "1", "--quiet"]
+        if trigger[0] == "write":
+            proc = subprocess.Popen([sys.executable, "-c", KILL_IN_WRITE, trigger[1], "1", trigger[2], *args],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            proc.wait()
+            killed = proc.returncode == -signal.SIGKILL
+        else:
+            proc = _popen(args)
+            killed = _wait_and_kill(proc, run, *trigger)
+        err = proc.stderr.read()
+        proc.stderr.close()
+        if not killed:
+            # the process ended before the moment came: it must have finished the run
+            assert proc.returncode == 0, err
+            state = check_run_dir(run)
+            assert state["rows"] == EPOCHS and (run / "metrics.json").exists()
+            log.append((trigger, "finished first"))
+            fresh = True
+            continue
+        kills += 1
+        if not (run / "config.json").exists():
+            log.append((trigger, "killed before config.json"))  # nothing written yet: start again
+            fresh = True
+            continue
+        state = check_run_dir(run)
+        log.append((trigger, state))
+        if state["checkpoint"] == 0:
+            code, err = _mlplab(["train", "--resume", str(run), "--epochs", str(EPOCHS)])
+            assert code == 2 and err.count("\n") == 1 and "no checkpoint" in err and "--overwrite" in err, err
+            fresh = True
+        else:
+            fresh = False
+    # the last kill's run finishes when resumed (or, without a checkpoint, when started again)
+    if fresh:
+        code, err = _mlplab(TRAIN + ["--out", str(run), "--overwrite"])
+    else:
+        code, err = _mlplab(["train", "--resume", str(run), "--epochs", str(EPOCHS), "--quiet"])
+    assert code == 0, err
+    state = check_run_dir(run)
+    assert state["rows"] == EPOCHS and json.loads((run / "metrics.json").read_text())["n_test"] == 360
+    assert state["tmp"] == 0, _tmp_files(run)  # leftovers of killed writes are cleaned when a run is resumed
+    hits = [entry for entry in log if isinstance(entry[1], dict)]
+    assert len(hits) >= 15, log  # most kills landed inside training, not during start-up
+    assert sum(1 for entry in log if entry[1] == "finished first") <= 5, log
+    print("kill -9 log:", *log, sep="\n  ")
+
+
+# --- deterministic kills inside a write -----------------------------------------------------------------
+KILL_IN_WRITE = textwrap.dedent("""
+    import os, signal, sys
+    import mlplab.atomic as atomic
+
+    target, nth, where = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    seen = 0
+    real_fsync, real_fdopen = os.fsync, os.fdopen
+
+    def _is_target(fd):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        return name.startswith("." + target + ".") and name.endswith(".tmp")
+
+    def fsync(fd):
+        global seen
+        real_fsync(fd)
+        if where == "before-rename" and _is_target(fd):
+            seen += 1
+            if seen == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    class HalfWriter:
+        def __init__(self, fh):
+            self.fh = fh
+        def write(self, data):
+            self.fh.write(data[: len(data) // 2])
+            self.fh.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+        def __enter__(self):
+            return self
+        def __exit__(self, *exc):
+            return self.fh.__exit__(*exc)
+
+    def fdopen(fd, *args, **kw):
+        global seen
+        fh = real_fdopen(fd, *args, **kw)
+        if where == "mid-write" and _is_target(fd):
+            seen += 1
+            if seen == nth:
+                return HalfWriter(fh)
+        return fh
+
+    os.fsync, atomic.os.fdopen = fsync, fdopen
+    from mlplab.cli import main
+    main(sys.argv[4:])
+""")
+
+
+@pytest.mark.parametrize("target, nth, where", [
+    ("last.safetensors", 2, "mid-write"),       # half of epoch 2's checkpoint is on disk under a temp name
+    ("last.safetensors", 3, "before-rename"),   # epoch 3's checkpoint complete and fsynced, not yet renamed
+    ("history.csv", 2, "mid-write"),
+    ("model.safetensors", 1, "before-rename"),
+])
+def test_kill_inside_a_write_keeps_the_previous_file(tmp_path, target, nth, where):
+    run = tmp_path / "run"
+    args = [sys.executable, "-c", KILL_IN_WRITE, target, str(nth), where, *train_args(3),
+            "--out", str(run)]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    leftovers = _tmp_files(run)
+    assert len(leftovers) == 1 and leftovers[0].name.startswith("." + target + "."), leftovers
+    state = check_run_dir(run)
+    expected_ckpt = nth - 1 if target == "last.safetensors" else nth
+    assert state["checkpoint"] == expected_ckpt
+    code, err = _mlplab(["train", "--resume", str(run), "--epochs", "3", "--quiet"])
+    if state["checkpoint"] == 0:
+        assert code == 2 and "no checkpoint" in err
+        return
+    assert code == 0, err
+    assert check_run_dir(run) == {"rows": 3, "checkpoint": 3, "tmp": 0}
+
+
+# --- full disk -------------------------------------------------------------------------------------------
+def test_full_disk_during_a_checkpoint_is_one_error_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    from mlplab.config import TrainOptions
+    from mlplab.train.session import resume_run, train_run
+
+    opts = TrainOptions.from_mapping(dict(data="digits", model=SPEC, epochs=3, batch_size=64, seed=1))
+    run = tmp_path / "run"
+    real_fsync = os.fsync
+    writes = []
+
+    def fsync(fd):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        if name.startswith(".last.safetensors."):
+            writes.append(name)
+            if len(writes) == 2:  # epoch 2's checkpoint: the disk is full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(MlplabError) as info:
+        train_run(opts, run)
+    monkeypatch.undo()
+    message = str(info.value)
+    assert message.startswith("disk full while writing ") and "last.safetensors" in message
+    assert "\n" not in message and "previous version of the file is intact" in message
+    assert check_run_dir(run) == {"rows": 1, "checkpoint": 1, "tmp": 0}
+    resumed = resume_run(run)
+    assert [r["epoch"] for r in resumed.history.rows] == [1, 2, 3]
+
+
+def test_full_disk_in_the_cli_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    from mlplab.cli import main
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(SystemExit) as info:
+        main(train_args(1) + ["--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("mlplab: error: disk full while writing")
+
+
+# --- Ctrl-C ---------------------------------------------------------------------------------------------
+def test_ctrl_c_stops_cleanly_and_resumes_to_the_uninterrupted_history(tmp_path):
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    proc = _popen(TRAIN + ["--out", str(run)])
+    while proc.poll() is None and _rows(run) < 2:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait() == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted in epoch" in lines[0] and "Traceback" not in err
+    assert f"mlplab train --resume {run} --epochs N" in lines[0]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    state = check_run_dir(run)
+    assert state["checkpoint"] >= 2 and state["tmp"] == 0
+    code, err = _mlplab(["train", "--resume", str(run), "--epochs", str(EPOCHS), "--threads", "1", "--quiet"])
+    assert code == 0, err
+    code, err = _mlplab(TRAIN + ["--out", str(ref)])
+    assert code == 0, err
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert strip(open_run(run).history()) == strip(open_run(ref).history())
+    assert (run / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
+    assert json.loads((run / "metrics.json").read_text()) == json.loads((ref / "metrics.json").read_text())
+
+
+def test_ctrl_c_in_the_last_epoch_then_resume_to_the_same_epochs_finishes(tmp_path):
+    """Interrupted after the final epoch's checkpoint: `--resume RUN --epochs N` with the same N must finish the
+    run (final weights, metrics.json), not refuse because the checkpoint already has N epochs."""
+    from mlplab.config import TrainOptions
+    from mlplab.train.callbacks import Callback
+    from mlplab.train.session import resume_run, train_run
+
+    opts = TrainOptions.from_mapping(dict(data="digits", model=SPEC, epochs=2, batch_size=64, seed=1))
+
+    class CtrlCAtTheEnd(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            if epoch == 1:
+                trainer.request_stop()
+
+    res = train_run(opts, tmp_path / "run", callbacks=[CtrlCAtTheEnd()])
+    assert res.metrics is None and res.history.interrupted
+    assert not (tmp_path / "run/metrics.json").exists()
+    done = resume_run(tmp_path / "run", epochs=2)
+    assert done.metrics is not None and (tmp_path / "run/metrics.json").exists()
+    assert [r["epoch"] for r in done.history.rows] == [1, 2]
+    assert json.loads((tmp_path / "run/manifest.json").read_text())["status"] == "finished"
+    with pytest.raises(MlplabError, match="already has 2 epochs"):
+        resume_run(tmp_path / "run", epochs=2)  # a finished run still asks for more epochs
