@@ -165,6 +165,9 @@ class RunWriter:
         self._finish_manifest(trainer, "interrupted")
 
     def on_train_end(self, trainer) -> None:
+        # history.csv again: a run finished on resume (killed between its last checkpoint and history.csv) has
+        # the last epoch only in the checkpoint
+        atomic_write_text(self.path / "history.csv", format_history_csv(trainer.history.rows))
         save_weights(trainer.model, self.path / "model.safetensors")  # after restore_best_weights, if any
         status = "stopped early" if trainer.history.stopped_early_at else "finished"
         self._finish_manifest(trainer, status)
