@@ -49,7 +49,7 @@ def _np_load_calls(text: str):
         yield text.count("\n", 0, m.start()) + 1, text[m.start():i]
 
 
-NP_LOAD_XFAIL = {"inspect/activations.py"}  # owned by another engineer: see the xfail reason below
+NP_LOAD_XFAIL: set = set()  # owned by another engineer: see the xfail reason below
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(SRC)))
@@ -355,8 +355,6 @@ def test_divergence_in_the_cli_is_one_line_and_a_nonzero_exit(tmp_path):
 
 
 # --- bugs in modules owned by others (strict xfail: they pass once fixed) -------------------------------------
-@pytest.mark.xfail(strict=True, reason="model/spec.py: int() of a units field longer than 4300 digits raises "
-                                       "ValueError (Python's int-string limit) instead of MlplabError")
 def test_spec_with_a_huge_units_number_is_one_error():
     from mlplab.model import parse_spec
 

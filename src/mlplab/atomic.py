@@ -47,7 +47,12 @@ def atomic_write_with(path, write, *, mode: str = "wb") -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MlplabError(f"cannot create folder {folder}: {exc.strerror or exc}") from exc
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise MlplabError(f"disk full while writing {path}; the previous version of the file is intact") from exc
+        raise MlplabError(f"cannot write {path}: {exc.strerror or exc}") from exc
     try:
         # mkstemp creates 0600; give the file the mode an ordinary open() would (0666 minus the umask)
         os.fchmod(fd, 0o666 & ~_UMASK)

@@ -80,4 +80,7 @@ def main(argv=None) -> None:
     except KeyboardInterrupt:
         error_line("interrupted")
         sys.exit(130)
+    except MemoryError:
+        error_line("out of memory; use a smaller model, batch size or --n")
+        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)

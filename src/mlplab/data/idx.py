@@ -94,7 +94,10 @@ def read_idx(path, expect_ndim: int | None = None) -> np.ndarray:
         raise MlplabError(f"{where}: corrupt or truncated gzip data ({exc})") from exc
     except OSError as exc:
         raise MlplabError(f"{where}: cannot read: {exc.strerror or exc}") from exc
-    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+    try:
+        return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+    except ValueError as exc:  # e.g. an empty array whose other dimensions overflow numpy's size limit
+        raise MlplabError(f"{where}: header shape {dims} is not a valid array shape ({exc})") from exc
 
 
 def write_idx(path, array, *, compress: bool | None = None) -> Path:

@@ -108,7 +108,7 @@ def activations(model, x, layers="all", batch_size: int = 4096, out=None) -> dic
             del result[name]  # close the memmap before the rename
             final = folder / f"{name}.npy"
             os.replace(tmp, final)
-            result[name] = np.load(final, mmap_mode="r")
+            result[name] = np.load(final, mmap_mode="r", allow_pickle=False)
     log.debug("activations of %s for %d samples", names, n)
     return {name: result[name] for name in names}
 
@@ -116,7 +116,7 @@ def activations(model, x, layers="all", batch_size: int = 4096, out=None) -> dic
 def write_npz(path, arrays: Mapping[str, np.ndarray]) -> Path:
     """Write an uncompressed .npz atomically, one member at a time in bounded chunks (np.lib.format.write_array
     streams through a buffer), so memmapped layers larger than memory can be packed. Readable with
-    np.load(path) without allow_pickle: object arrays are refused here."""
+    numpy with pickling off (the default): object arrays are refused here."""
     for key, value in arrays.items():
         if np.asarray(value).dtype == object:
             raise MlplabError(f"cannot store {key!r}: object arrays would need pickle to load")

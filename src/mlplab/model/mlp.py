@@ -186,6 +186,21 @@ class MLP(nn.Module):
         return f"spec={self.spec!r}, input_dim={self.input_dim}"
 
 
+# 500M float32 parameters = 2 GiB of weights (plus as much again for gradients and optimizer state): far beyond
+# any MLP on these datasets, and a clear error instead of an allocator failure for a mistyped spec.
+MAX_PARAMETERS = 500_000_000
+
+
+def count_parameters(layers, input_dim: int) -> int:
+    """Weights + biases of the dense layers, computed from the spec without allocating anything."""
+    total, width = 0, input_dim
+    for layer in layers:
+        if layer.kind == "dense":
+            total += (width + 1) * layer.units
+            width = layer.units
+    return total
+
+
 def build(spec, input_dim: int, *, init: str = "glorot_uniform", seed: int | None = None) -> MLP:
     """Build an MLP from a spec string (or parsed LayerSpecs) for `input_dim` inputs.
 
@@ -197,6 +212,10 @@ def build(spec, input_dim: int, *, init: str = "glorot_uniform", seed: int | Non
         raise MlplabError(f"input size must be a whole number >= 1, got {input_dim!r}")
     if init not in INITS:
         raise MlplabError(f"unknown initializer {init!r}; allowed: {', '.join(INITS)}")
+    n_params = count_parameters(layers, int(input_dim))
+    if n_params > MAX_PARAMETERS:
+        raise MlplabError(f"the model would have {n_params:,} parameters ({n_params * 4 / 2**30:.1f} GiB of float32 "
+                          f"weights); at most {MAX_PARAMETERS:,} are allowed: use fewer or smaller layers")
     model = MLP(layers, int(input_dim), init)
     generator = None
     if seed is not None:

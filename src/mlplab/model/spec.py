@@ -89,7 +89,8 @@ def _parse_token(token: str, index: int, col: int) -> LayerSpec:
         return LayerSpec("dropout", rate=rate)
     if not _UNITS_RE.fullmatch(left):
         raise _fail(index, col, token, f"{left!r} is neither a number of units (a whole number >= 1) nor 'dropout'")
-    units = int(left)
+    # compare digit counts first: int() refuses strings over 4,300 digits, and such a number is out of range anyway
+    units = int(left) if len(left.lstrip("0")) <= len(str(MAX_UNITS)) else MAX_UNITS + 1
     if not 1 <= units <= MAX_UNITS:
         raise _fail(index, col, token, f"{units} units is out of range; allowed: 1 to {MAX_UNITS:,}")
     activation = right.lower()

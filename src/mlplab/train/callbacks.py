@@ -90,11 +90,10 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         value = logs.get(self.monitor)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            if self.monitor.startswith("val_"):
-                raise MlplabError(f"early stopping monitors {self.monitor!r} but there is no validation data; "
-                                  "use a validation split (e.g. --val-split 0.1) or monitor 'loss'")
-            return
+        if value is None:
+            raise MlplabError(f"early stopping monitors {self.monitor!r} but there is no validation data; "
+                              "use a validation split (e.g. --val-split 0.1) or monitor 'loss'")
+        # a NaN value is compared like Keras compares it: never an improvement (except as the very first)
         if epoch < self.start_from_epoch:
             return
         if self.restore_best_weights and self.best_weights is None:

@@ -194,9 +194,10 @@ class RunWriter:
 
     def _read_manifest(self) -> dict:
         try:
-            return json.loads((self.path / "manifest.json").read_text())
+            manifest = json.loads((self.path / "manifest.json").read_text())
         except (OSError, ValueError):
             return {}
+        return manifest if isinstance(manifest, dict) else {}  # informational: a corrupt one starts afresh
 
 
 def _isnan(value) -> bool:

@@ -26,13 +26,31 @@ class TrainResult:
     interrupted_at: tuple[int, int] | None = None
 
 
+# Data without a test part of its own gets a held-out test split made with this fixed seed, whatever the
+# training seed: runs with different seeds are then tested on the same samples (and `evaluate --data`
+# of the same dataset never scores a model on its own training samples).
+TEST_SPLIT_SEED = 0
+
+
+def _portable_data_name(data: str) -> str:
+    """Named datasets stay names; a path is stored absolute so the run works from any directory."""
+    from pathlib import Path
+
+    from mlplab.data.sources import canonical
+
+    if canonical(data) is not None:
+        return data
+    path = Path(data).expanduser()
+    return str(path.resolve()) if path.exists() else data
+
+
 def run_config(opts: TrainOptions, ds, input_dim: int) -> dict:
     return {
         "format": RUN_FORMAT,
         "data": {"name": opts.data, "val_split": opts.val_split, "input_dim": input_dim,
                  "input_shape": list(ds.input_shape), "n_classes": ds.n_classes,
                  "class_names": list(ds.class_names), "source": ds.source,
-                 "load_options": {"test_fraction": opts.test_fraction, "seed": opts.seed}},
+                 "load_options": {"test_fraction": opts.test_fraction, "seed": TEST_SPLIT_SEED}},
         "model": {"spec": opts.model, "input_dim": input_dim, "init": opts.init},
         "train": {k: v for k, v in opts.as_dict().items() if k not in ("data", "model", "init", "test_fraction")},
     }
@@ -79,7 +97,8 @@ def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=())
 
     opts.validate()
     out = Path(out)
-    ds = load_dataset(opts.data, test_fraction=opts.test_fraction, seed=opts.seed)
+    opts.data = _portable_data_name(opts.data)
+    ds = load_dataset(opts.data, test_fraction=opts.test_fraction, seed=TEST_SPLIT_SEED)
     input_dim = int(np.prod(ds.input_shape))
     model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
     _check_output_layer(model, ds)
@@ -90,6 +109,7 @@ def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=())
     writer = RunWriter(out, run_config(opts, ds, input_dim), monitor=monitor, mode=mode)
     writer.write_static(summary(model))
     trainer.run_writer = writer
+    trainer.finish_batch_on_ctrl_c = True  # a run directory can be resumed, so Ctrl-C stops cleanly
     return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
 
 
@@ -113,7 +133,7 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
     if not last.exists():
         raise MlplabError(f"run {run.path} has no checkpoint to resume from (checkpoints/last.safetensors is "
                           "missing: it had not finished its first epoch); start it again with --overwrite")
-    ds = load_dataset(opts.data, test_fraction=opts.test_fraction, seed=opts.seed)
+    ds = load_dataset(opts.data, **run.config["data"].get("load_options", {"test_fraction": opts.test_fraction}))
     input_dim = int(run.config["model"]["input_dim"])
     model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
     _check_output_layer(model, ds)
@@ -125,13 +145,24 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
     # A process that stopped after its last epoch's checkpoint but before the end of training (Ctrl-C in the
     # last batch, kill -9 while evaluating) left a run without its final steps: asking for the same number of
     # epochs again finishes it. A finished run has the test metrics in its manifest.
-    unfinished = "test_accuracy" not in (run.manifest() or {})
+    try:
+        manifest = run.manifest() or {}
+    except MlplabError:  # informational only: a corrupt manifest must not block a resume
+        manifest = {}
+    unfinished = "test_accuracy" not in manifest
     stopped_early = any(isinstance(s, dict) and s.get("stopped_epoch") for s in meta.get("callbacks", {}).values())
     finish_only = unfinished and (opts.epochs == done or (
         stopped_early and opts.epochs == planned_epochs))
     if opts.epochs <= done and not finish_only:
         raise MlplabError(f"run {run.path} already has {done} epochs; resume to a later epoch with --epochs N "
                           f"(N > {done})")
+    if stopped_early and not finish_only:
+        # Training further a run that early stopping ended is a new fit() in Keras's terms: the patience
+        # counter starts again (the best value so far is kept, so "best" still means best of the whole run).
+        states, _ = trainer._resumed_callback_state
+        for state in states.values():
+            if isinstance(state, dict) and state.get("stopped_epoch"):
+                state.update(wait=0, stopped_epoch=0)
     remove_temp_leftovers(run.path)  # what kill -9 left mid-write; readers ignore it, but it takes space
     es = _early_stopping(opts)
     monitor, mode = _monitor(opts, es)
@@ -142,6 +173,7 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
 
     atomic_write_json(run.path / "config.json", config)
     trainer.run_writer = writer
+    trainer.finish_batch_on_ctrl_c = True  # a run directory can be resumed, so Ctrl-C stops cleanly
     return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks, finish_only=finish_only)
 
 

@@ -72,7 +72,7 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, *, loss: str = "categorical_crossentropy", optimizer: str = "sgd",
                  lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
-                 schedule: str = "constant", schedule_options: dict | None = None, batch_size: int = 32,
+                 schedule: str = "constant", schedule_options: dict | None = None, batch_size: int = 128,
                  seed: int = 0, device="cpu", threads: int | None = None):
         from mlplab.model import LOSSES
 
@@ -103,6 +103,9 @@ class Trainer:
         self.stop_training = False
         self.run_writer = None
         self._stop_requested = False
+        # Ctrl-C finishes the batch and stops cleanly (the CLI turns this on); otherwise, as in any Python
+        # code, it raises KeyboardInterrupt where it lands.
+        self.finish_batch_on_ctrl_c = False
         self._resumed_callback_state: dict | None = None
         self.current_lr = self.lr
 
@@ -139,6 +142,9 @@ class Trainer:
                 callback_tensors: dict | None = None) -> None:
         """Put back a checkpoint's RNGs and history; callback state is applied when fit() starts."""
         self.shuffle_gen.set_state(rng["shuffle"])
+        if rng["dropout"].numel() != self.dropout_gen.get_state().numel():
+            raise MlplabError(f"this run was trained on another kind of device; resume it with the --device it "
+                              f"used (dropout random state does not transfer to {self.device.type})")
         self.dropout_gen.set_state(rng["dropout"])
         self.history = History(history_rows)
         self._resumed_callback_state = (callback_state, callback_tensors or {})
@@ -243,8 +249,10 @@ class Trainer:
                 if xv_t is not None:
                     row["val_loss"], row["val_accuracy"] = engine.evaluate(self.model, xv_t, yv_t, self.loss)
                 self.history.append(row)
+                # like Keras's logs: no val_* entries at all when there is no validation data
+                logs = {k: v for k, v in row.items() if xv_t is not None or not k.startswith("val_")}
                 for cb in self.callbacks:
-                    cb.on_epoch_end(self, epoch, dict(row))
+                    cb.on_epoch_end(self, epoch, logs)
                 if self.run_writer is not None:
                     self.run_writer.on_epoch_end(self, row)
                 if self.stop_training or self._stop_requested:
@@ -260,6 +268,7 @@ class Trainer:
             cb.on_train_end(self)
         if self.run_writer is not None:
             self.run_writer.on_train_end(self)
+        self.model.eval()  # as after Keras's fit: calling the model now runs inference (no dropout)
         return self.history
 
     def _begin(self, callbacks) -> None:
@@ -312,10 +321,12 @@ class Trainer:
 @contextmanager
 def _ctrl_c_finishes_batch(trainer: Trainer):
     """First Ctrl-C: finish the batch and stop cleanly. A second one interrupts at once."""
-    if threading.current_thread() is not threading.main_thread():
+    if not trainer.finish_batch_on_ctrl_c or threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
+    if previous is None:  # a handler installed from C: restore Python's default afterwards
+        previous = signal.default_int_handler
 
     def handler(signum, frame):
         if trainer._stop_requested:
@@ -330,7 +341,7 @@ def _ctrl_c_finishes_batch(trainer: Trainer):
         signal.signal(signal.SIGINT, previous)
 
 
-def fit(model, x, y, *, epochs: int = 1, batch_size: int = 32, loss: str = "categorical_crossentropy",
+def fit(model, x, y, *, epochs: int = 1, batch_size: int = 128, loss: str = "categorical_crossentropy",
         optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
         weight_decay: float = 0.0, schedule: str = "constant", validation_split: float = 0.0,
         validation_data=None, early_stopping: EarlyStopping | str | None = None, callbacks=(), seed: int = 0,
@@ -349,7 +360,12 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 32, loss: str = "cate
         trainer = Trainer(model, **settings)
         trainer._settings = settings
         if previous is not None:
+            # Different settings need a new optimizer, but the run goes on: same History, and the shuffle
+            # and dropout streams continue instead of replaying epoch 1's order and masks.
             trainer.history = previous.history
+            trainer.shuffle_gen.set_state(previous.shuffle_gen.get_state())
+            if previous.device == trainer.device:
+                trainer.dropout_gen.set_state(previous.dropout_gen.get_state())
         model._mlplab_trainer = trainer
     cbs = list(callbacks)
     if early_stopping is not None:
