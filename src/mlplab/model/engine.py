@@ -195,9 +195,15 @@ def _output_loss(z: torch.Tensor, y: torch.Tensor, loss: str, act: str, need_gra
 
 # --- the hot path ----------------------------------------------------------------------------------------------------
 def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One closed-form forward + backward on a batch; writes p.grad; returns (loss_sum, n_correct) tensors."""
+               generator: torch.Generator | None = None, sgd=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One closed-form forward + backward on a batch; returns (loss_sum, n_correct) tensors.
+
+    Writes p.grad, or with `sgd` (a FusedSGD) applies that optimizer's update to the parameters during the
+    backward instead (p.grad untouched; see fused_sgd.py).
+    """
     _check(model, x, y, loss)
+    if sgd is not None:
+        sgd.begin()
     plan = model.plan
     last = len(plan) - 1
     with torch.no_grad():
@@ -224,11 +230,17 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
         for i in range(last, -1, -1):
             lin = plan[i][0]
             h_in = x if i == 0 else saved[i - 1][0]  # (N, in): this layer's input
-            _write_grad(lin.weight, torch.mm, dz.t(), h_in)  # (out, in)
-            _write_sum(lin.bias, dz)                          # (out,)
+            # (N, in): gradient w.r.t. the previous layer's (dropped-out) output, taken before a fused update
+            # changes the weight
+            dh = torch.mm(dz, lin.weight) if i > 0 else None
+            if sgd is None:
+                _write_grad(lin.weight, torch.mm, dz.t(), h_in)  # (out, in)
+                _write_sum(lin.bias, dz)                          # (out,)
+            else:
+                sgd.update_weight(lin.weight, dz, h_in)
+                sgd.update_bias(lin.bias, dz)
             if i == 0:
                 break
-            dh = torch.mm(dz, lin.weight)  # (N, in): gradient w.r.t. the previous layer's (dropped-out) output
             _, prev_act, prev_rate = plan[i - 1]
             _, a, zk, mask = saved[i - 1]
             if prev_act == "relu" and mask is not None:

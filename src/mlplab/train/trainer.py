@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mlplab.errors import MlplabError
+from mlplab.model.fused_sgd import FusedSGD
 from mlplab.train.callbacks import Callback, EarlyStopping
 from mlplab.train.history import History
 from mlplab.train.optim import make_optimizer, make_schedule
@@ -196,6 +197,8 @@ class Trainer:
         self._begin(callbacks)
 
         check_each_batch = dev.type == "cpu"  # a host sync per batch is free on the CPU, not on a GPU
+        # SGD's update runs inside the backward (model/fused_sgd.py); other optimizers step from .grad
+        fused = FusedSGD(self.optimizer) if isinstance(self.optimizer, torch.optim.SGD) else None
         with _ctrl_c_finishes_batch(self):
             for epoch in range(start_epoch, epochs):
                 for cb in self.callbacks:
@@ -203,9 +206,11 @@ class Trainer:
                 self.model.train()
                 perm = torch.randperm(n, generator=self.shuffle_gen).to(dev)
                 xs, ys = x_t[perm], y_t[perm]                            # one gather per epoch; batches are views
-                loss_acc = torch.zeros((), dtype=torch.float64, device=dev)
-                correct_acc = torch.zeros((), dtype=torch.float64, device=dev)
-                batch_losses = torch.empty(n_batches, dtype=torch.float32, device=dev)
+                # On the CPU the per-batch NaN check reads the loss anyway, so the sums are Python floats
+                # (no tensor op per batch); on a GPU they stay on the device until the epoch ends.
+                loss_acc = 0.0 if check_each_batch else torch.zeros((), dtype=torch.float64, device=dev)
+                correct_acc = 0.0 if check_each_batch else torch.zeros((), dtype=torch.float64, device=dev)
+                batch_losses = None if check_each_batch else torch.empty(n_batches, dtype=torch.float32, device=dev)
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 t0 = time.perf_counter()
@@ -218,13 +223,19 @@ class Trainer:
                     s = b * self.batch_size
                     loss_sum, n_correct = engine.train_step(self.model, xs[s:s + self.batch_size],
                                                             ys[s:s + self.batch_size], self.loss,
-                                                            generator=self.dropout_gen)
-                    if check_each_batch and not math.isfinite(float(loss_sum)):
-                        self._diverged(epoch, b)
-                    self.optimizer.step()
-                    loss_acc += loss_sum
-                    correct_acc += n_correct
-                    batch_losses[b] = loss_sum
+                                                            generator=self.dropout_gen, sgd=fused)
+                    if check_each_batch:
+                        loss_value = float(loss_sum)
+                        if not math.isfinite(loss_value):
+                            self._diverged(epoch, b)
+                        loss_acc += loss_value
+                        correct_acc += float(n_correct)
+                    else:
+                        loss_acc += loss_sum
+                        correct_acc += n_correct
+                        batch_losses[b] = loss_sum
+                    if fused is None:
+                        self.optimizer.step()
                     for cb in self.callbacks:
                         cb.on_batch_end(self, b, {"loss_sum": loss_acc, "correct": correct_acc,
                                                   "seen": min(n, s + self.batch_size)})
