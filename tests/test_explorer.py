@@ -99,3 +99,18 @@ def test_page_draws_in_chromium_without_errors(page_parts, tmp_path):
     # BokehJS renders into shadow roots that --dump-dom does not show; its "document idle" log line (above)
     # is what says every view was built and drawn. The live DOM still holds the embed's root element.
     assert "data-root-id" in proc.stdout
+
+
+def test_page_states_its_height_and_the_report_frame_uses_it(page_parts):
+    """Two panels side by side: a short page. The report's iframe takes that height (no empty band below)."""
+    from mlplab.viz.report import Explorer, _embeddings_section
+
+    page = page_parts[0]
+    two = int(re.search(r'<meta name="mlplab-height" content="(\d+)">', page).group(1))
+    d = load_digits()
+    single = explorer_html({"dense_2": np.random.default_rng(1).normal(size=(50, 2))}, d.target[:50],
+                           [str(i) for i in range(10)], method="tsne", title="one")
+    one = int(re.search(r'<meta name="mlplab-height" content="(\d+)">', single).group(1))
+    assert (two, one) == (540, 760)  # one row of 420 px panels; one 640 px panel
+    section = _embeddings_section([Explorer("x", html=page)])
+    assert 'style="height:540px"' in section

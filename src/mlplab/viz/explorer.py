@@ -160,4 +160,8 @@ def explorer_html(panels: Mapping[str, np.ndarray], labels, class_names: Sequenc
     cols = len(plots) if len(plots) <= 4 else 3
     grid = gridplot(plots, ncols=cols, toolbar_location="above", merge_tools=True)
     page = file_html(column(intro, grid), resources=INLINE, title=title)
+    # the page's own height, so a report can size the frame it sits in without a gap or a scroll bar
+    rows = -(-len(plots) // cols)
+    height = 110 + rows * (side + 10)
+    page = page.replace("<head>", f'<head>\n<meta name="mlplab-height" content="{height}">', 1)
     return make_offline(page)

@@ -54,6 +54,10 @@ class Explorer:
     note: str | None = None    # e.g. quality metrics "kNN accuracy 0.91, trustworthiness 0.95"
 
 
+# explorer pages state their height (viz/explorer.py); others get the stylesheet's default frame height
+_PAGE_HEIGHT = re.compile(r'<meta name="mlplab-height" content="(\d{1,5})">')
+
+
 def is_self_contained(page: str) -> bool:
     """True when a page loads no script, stylesheet, image or frame from the network."""
     return _EXTERNAL_RESOURCE.search(page) is None
@@ -318,7 +322,9 @@ def _embeddings_section(explorers: Sequence[Explorer]) -> str:
         if ex.html and is_self_contained(ex.html):
             # srcdoc keeps the page inside this file. No sandbox attribute: BokehJS does not render with the
             # opaque origin a sandbox gives it; the page is our own output and the CSP above still applies.
-            body = (f'<iframe class="explorer" title="{esc(ex.title)}" loading="eager" '
+            height = _PAGE_HEIGHT.search(ex.html)
+            style = f' style="height:{min(int(height.group(1)), 2000)}px"' if height else ""
+            body = (f'<iframe class="explorer" title="{esc(ex.title)}" loading="eager"{style} '
                     f'srcdoc="{esc(ex.html)}"></iframe>')
             if ex.png:
                 body += f"<details><summary>Static picture</summary>{img(ex.png, ex.title)}</details>"
