@@ -163,9 +163,9 @@ def _add_lr_axis(ax, xs: np.ndarray, lr: np.ndarray) -> Line2D:
     twin.grid(False)
     twin.spines["right"].set_visible(True)
     (line,) = twin.step(xs, lr, where="mid", color=LR_COLOR, lw=1.2, ls="-.", label="learning rate", gid="lr")
-    finite = lr[np.isfinite(lr) & (lr > 0)]
-    if finite.size and finite.max() / finite.min() > 20:
-        twin.set_yscale("log")  # schedules that decay by orders of magnitude are flat lines on a linear axis
+    # A linear axis from 0: every built-in schedule reads as its shape (cosine, one-cycle hump, step stairs).
+    # A log axis was tried: a cosine's last step (~1e-9 x lr) then squashed the whole curve into its top edge.
+    twin.set_ylim(bottom=0)
     twin.set_ylabel("learning rate", color=LR_COLOR)
     twin.tick_params(axis="y", colors=LR_COLOR)
     return line
