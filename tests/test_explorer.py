@@ -114,3 +114,31 @@ def test_page_states_its_height_and_the_report_frame_uses_it(page_parts):
     assert (two, one) == (540, 760)  # one row of 420 px panels; one 640 px panel
     section = _embeddings_section([Explorer("x", html=page)])
     assert 'style="height:540px"' in section
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (8, 8), (1, 1), (5, 64), (3, 17)])
+def test_thumbnails_decode_to_the_inverted_image(shape):
+    """The directly written PNGs decode (PIL, a strict reader) to exactly the dark-ink-on-white pixels."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    images = np.random.default_rng(sum(shape)).integers(0, 256, (4, *shape), dtype=np.uint8)
+    for tile, uri in zip(images, thumbnail_uris(images)):
+        png = base64.b64decode(uri.removeprefix("data:image/png;base64,"))
+        decoded = Image.open(io.BytesIO(png))
+        decoded.load()  # verifies the CRCs and the zlib stream
+        assert decoded.mode == "L" and decoded.size == (shape[1], shape[0])
+        np.testing.assert_array_equal(np.asarray(decoded), 255 - tile)
+
+
+def test_large_images_are_downsampled_for_thumbnails():
+    import base64
+    import io
+
+    from PIL import Image
+
+    uri = thumbnail_uris(np.zeros((1, 200, 100), dtype=np.uint8))[0]
+    decoded = Image.open(io.BytesIO(base64.b64decode(uri.removeprefix("data:image/png;base64,"))))
+    assert max(decoded.size) == 64 and decoded.size == (32, 64)

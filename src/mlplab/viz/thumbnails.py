@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import io
 import math
+import struct
+import zlib
 
 import numpy as np
 
@@ -39,17 +41,44 @@ def _to_grey_u8(images: np.ndarray) -> np.ndarray | None:
 
 def thumbnail_uris(images) -> list[str]:
     """One "data:image/png;base64,..." per sample; empty strings when the samples are not images."""
-    from PIL import Image
-
     grey = _to_grey_u8(images)
     if grey is None:
         return [""] * len(images)
-    uris = []
-    for tile in grey:
-        img = Image.fromarray(np.ascontiguousarray(tile))  # 2-D uint8 -> greyscale "L"
-        if max(img.size) > MAX_SIDE:
-            img.thumbnail((MAX_SIDE, MAX_SIDE))
-        buf = io.BytesIO()
-        img.save(buf, format="PNG", optimize=False, compress_level=9)
-        uris.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
-    return uris
+    if max(grey.shape[1:]) > MAX_SIDE:
+        return [_uri(_pil_png(tile)) for tile in grey]
+    return [_uri(grey_png(tile)) for tile in grey]
+
+
+def grey_png(tile: np.ndarray) -> bytes:
+    """A 2-D uint8 array as an 8-bit greyscale PNG, written directly.
+
+    Why not PIL: for 28x28 tiles its per-image overhead dominates (~190 us per image here vs ~25 us), which
+    was 1.8 s of a 10,000-point `mlplab embed`. The format is simple: IHDR, one zlib stream of rows each
+    prefixed by filter type 0, IEND, each chunk with its CRC-32.
+    """
+    h, w = tile.shape
+    rows = np.zeros((h, w + 1), dtype=np.uint8)  # (H, 1 + W): a 0 (no filter) byte before every row
+    rows[:, 1:] = tile
+    return (_PNG_SIGNATURE + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + _chunk(b"IDAT", zlib.compress(rows.tobytes(), 9)) + _chunk(b"IEND", b""))
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def _pil_png(tile: np.ndarray) -> bytes:
+    from PIL import Image
+
+    img = Image.fromarray(np.ascontiguousarray(tile))  # 2-D uint8 -> greyscale "L"
+    img.thumbnail((MAX_SIDE, MAX_SIDE))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False, compress_level=9)
+    return buf.getvalue()
+
+
+def _uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
