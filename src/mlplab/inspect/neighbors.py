@@ -3,7 +3,9 @@
 Why: openTSNE's default for more than ~1,000 points is an approximate Annoy index queried point by point
 through joblib; on 10,000 PCA-50 vectors that took ~3 s here, most of it in joblib's scheduling. The exact
 answer is one (N, D) x (D, N) product in row blocks plus a top-k per block: ~0.3 s for 10,000 points, and no
-approximation. Above EXACT_MAX_N points the N^2 work outgrows the index, and openTSNE's own search is used.
+approximation. Above EXACT_MAX_N points the N^2 work outgrows an index, and approximate_neighbors builds the
+Annoy index openTSNE would (its bundled copy) with fewer trees, queried in contiguous chunks on a thread
+each instead of one joblib task per point (on 70,000 points openTSNE's own search took 31 s).
 """
 
 from __future__ import annotations
@@ -55,4 +57,49 @@ def exact_neighbors(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             order = np.lexsort((ids, dist), axis=-1)[:, :k]  # by distance, ties by index
             indices[s:e] = np.take_along_axis(ids, order, axis=1)
             distances[s:e] = np.take_along_axis(dist, order, axis=1)
+    return indices, distances
+
+
+# openTSNE (like FIt-SNE) builds 50 trees: ~0.99 of the true 90 neighbours of 70k PCA-50 vectors found, 19 s of
+# queries here; 20 trees found 0.95 and 10 trees 0.87. t-SNE weights the nearest few of the 90 most, and the
+# maps did not change measurably: on all 70k Fashion-MNIST dense_2 vectors, 50 / 25 / 15 trees gave 10-NN
+# accuracy 0.876 / 0.877 / 0.877 and trustworthiness 0.991 / 0.991 / 0.991, the whole t-SNE 52.6 / 43.7 / 37.5 s.
+ANNOY_TREES = 15
+
+
+def approximate_neighbors(x: np.ndarray, k: int, seed: int, n_jobs: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Annoy k-NN as openTSNE computes it (same index and seed handling, ANNOY_TREES trees); None when
+    openTSNE's bundled Annoy is not importable (then the caller lets openTSNE search itself)."""
+    try:
+        from openTSNE.dependencies.annoy import AnnoyIndex
+    except ImportError:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    n, dims = x.shape
+    if not 0 < k < n:
+        raise ValueError(f"k must be in [1, {n - 1}] for {n} points, got {k}")
+    index = AnnoyIndex(dims, "euclidean")
+    index.set_seed(int(np.random.RandomState(seed).randint(np.iinfo(np.int32).max)))  # as openTSNE seeds it
+    for i in range(n):
+        index.add_item(i, x[i])
+    index.build(ANNOY_TREES, n_jobs=n_jobs)
+    indices = np.empty((n, k), dtype=np.int64)
+    distances = np.empty((n, k), dtype=np.float64)
+
+    def query(rows: range) -> None:
+        for i in rows:
+            ids, dist = index.get_nns_by_item(i, k + 1, include_distances=True)
+            if ids[0] == i:  # the point itself comes first, except among exact duplicates
+                ids, dist = ids[1:], dist[1:]
+            else:
+                keep = [j for j, v in enumerate(ids) if v != i][:k]
+                ids, dist = [ids[j] for j in keep], [dist[j] for j in keep]
+            indices[i], distances[i] = ids[:k], dist[:k]
+
+    workers = max(1, min(n_jobs, n))
+    bounds = np.linspace(0, n, workers + 1).astype(int)
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(query, [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
     return indices, distances
