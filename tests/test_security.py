@@ -251,6 +251,25 @@ def test_predict_npy_with_nan_or_inf_is_rejected(tmp_path, bad):
         load_image(tmp_path / "x.npy", (8, 8))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int64, np.float64])
+def test_predict_npy_pixels_scale_like_training_data(tmp_path, dtype):
+    """Whole numbers 0..255 in any numeric dtype are 8-bit pixels (as data.validate.pixels treats a training
+    CSV or NPZ), so predict divides them by 255 exactly as training did; [0, 1] floats are taken as they are."""
+    from mlplab.data import to_features
+    from mlplab.inputs import load_image
+
+    x = np.arange(64).reshape(8, 8) * 4  # 0..252
+    np.save(tmp_path / "x.npy", x.astype(dtype))
+    got = load_image(tmp_path / "x.npy", (8, 8))
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(to_features(got[None]), to_features(x.astype(np.uint8)[None]))
+    np.save(tmp_path / "f.npy", (x / 255).astype(np.float32))
+    np.testing.assert_array_equal(load_image(tmp_path / "f.npy", (8, 8)), (x / 255).astype(np.float32))
+    np.save(tmp_path / "big.npy", (x * 2).astype(np.int64))  # 0..504 is neither
+    with pytest.raises(MlplabError, match=r"must be in \[0, 1\]"):
+        load_image(tmp_path / "big.npy", (8, 8))
+
+
 def test_npy_header_claiming_terabytes_is_refused_before_allocating(tmp_path):
     import tracemalloc
 

@@ -70,8 +70,14 @@ def _load_npy(path: Path, input_shape) -> np.ndarray:
                           f"(or {size} values)")
     if not np.all(np.isfinite(arr)):
         raise MlplabError(f"{path} contains NaN or infinite values")
-    if arr.dtype != np.uint8:
+    if arr.dtype == np.bool_:
         arr = arr.astype(np.float32)
+    # The same rule as for training data (data.validate.pixels): whole numbers 0..255 are 8-bit pixels and are
+    # divided by 255 like the training images were; anything else must already be in [0, 1].
+    from mlplab.data.validate import pixels
+
+    arr = pixels(arr.reshape(1, -1), str(path))[0]
+    if arr.dtype != np.uint8:
         if arr.min() < 0 or arr.max() > 1:
             raise MlplabError(f"{path}: float pixel values must be in [0, 1] (found {arr.min():g}..{arr.max():g}); "
                               "save uint8 0..255 or scale to [0, 1]")
