@@ -63,3 +63,22 @@ def test_annoy_neighbors_recall_against_exact():
     assert 11 in idx[10] and 10 in idx[11]
     # distances are the true Euclidean distances of the neighbours found
     np.testing.assert_allclose(dist, np.linalg.norm(x[idx] - x[:, None, :], axis=2), rtol=1e-5, atol=1e-5)
+
+
+def test_data_far_from_the_origin_keeps_exact_neighbors():
+    """Points at 1e4 +- 1e-4: without centring, |b|^2 - 2 a.b loses every significant digit (recall was 0.13).
+    scikit-learn's brute force uses that expansion too and fails here, so the reference is direct |a - b|."""
+    y = np.random.default_rng(4).normal(size=(300, 3)) * 1e-4 + 1e4
+    idx, dist = exact_neighbors(y, 5)
+    direct = np.linalg.norm(y[:, None, :] - y[None, :, :], axis=2)  # (300, 300)
+    np.fill_diagonal(direct, np.inf)
+    ref_idx = np.argsort(direct, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(dist, np.take_along_axis(direct, ref_idx, axis=1), rtol=1e-12, atol=0)
+
+
+def test_input_array_is_not_modified():
+    x = np.random.default_rng(5).normal(size=(50, 4)) + 3
+    before = x.copy()
+    exact_neighbors(x, 3)
+    np.testing.assert_array_equal(x, before)

@@ -14,7 +14,7 @@ import numpy as np
 
 EXACT_MAX_N = 30_000
 _BLOCK_ELEMENTS = 32 * 1024 * 1024  # distance entries per block (float64: 256 MiB at most)
-_DIRECT_ROWS = 1024                  # rows per direct recomputation: 1024 x (k + 1) x D differences at a time
+_DIRECT_ROWS = 1024                  # rows per direct recomputation (fewer for wide data: see direct_rows)
 
 
 def exact_neighbors(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -26,12 +26,16 @@ def exact_neighbors(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """
     import torch
 
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))  # (N, D)
-    n = t.shape[0]
+    t = torch.from_numpy(np.array(x, dtype=np.float64))  # (N, D), a copy: centred in place below
+    n, dims = t.shape
     if not 0 < k < n:
         raise ValueError(f"k must be in [1, {n - 1}] for {n} points, got {k}")
+    # Centred first: distances do not change, but |b|^2 - 2 a.b cancels catastrophically for data far from the
+    # origin relative to its spread (points at 1e4 +- 1e-4 ranked almost at random without this).
+    t -= t.mean(0)
     sq = (t * t).sum(1)  # (N,)
     block = max(1, min(n, _BLOCK_ELEMENTS // n))
+    direct_rows = max(1, min(_DIRECT_ROWS, _BLOCK_ELEMENTS // ((k + 1) * dims)))  # bounds the (rows, k+1, D) diff
     indices = np.empty((n, k), dtype=np.int64)
     distances = np.empty((n, k), dtype=np.float64)
     with torch.inference_mode():
@@ -48,8 +52,8 @@ def exact_neighbors(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             # the kept candidates' distances are recomputed directly: exact zeros for duplicates, and ties
             # that really are ties, ordered by index.
             dist = torch.empty(ids.shape, dtype=t.dtype)
-            for r in range(0, e - s, _DIRECT_ROWS):
-                q = slice(r, min(e - s, r + _DIRECT_ROWS))
+            for r in range(0, e - s, direct_rows):
+                q = slice(r, min(e - s, r + direct_rows))
                 diff = t[ids[q]] - t[s + r:s + q.stop, None, :]  # (rows, k + 1, D)
                 dist[q] = diff.square_().sum(2).sqrt_()
             dist[ids == torch.arange(s, e)[:, None]] = float("inf")  # (k = N - 1 keeps the row's own point)
