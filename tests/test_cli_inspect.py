@@ -93,3 +93,29 @@ def test_embed_umap_missing_extra(run_dir, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "umap", None)
     code, _, err = run_cli(["embed", str(run_dir), "--method", "umap", "--n", "50"], capsys)
     assert code == 2 and "UMAP needs the optional extra: pip install 'mlplab[umap]'" in err
+
+
+def test_embed_of_a_dead_layer_is_a_clear_picture_not_a_crash(run_dir, tmp_path, capsys):
+    """A layer whose units are all dead (every sample's activations identical) used to reach openTSNE's FFT code
+    with a zero spread, which crashed the process with a segmentation fault. Now: points at the origin and a note."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    dead = tmp_path / "dead"
+    shutil.copytree(run_dir, dead)
+    weights = load_file(str(dead / "model.safetensors"))
+    first = sorted(k for k in weights if k.endswith("weight"))[0]  # dense_1's weights
+    weights[first] = np.zeros_like(weights[first])
+    weights[first.replace("weight", "bias")] = -np.ones_like(weights[first.replace("weight", "bias")])
+    save_file(weights, str(dead / "model.safetensors"))
+    # (digits' 1,437 training images take the Barnes-Hut path, which returned NaN coordinates here; the FFT path
+    # above 2,500 points crashed: tests/test_inspect_embed.py covers that one through the library)
+    for method in ("tsne", "mds"):
+        code, stdout, err = run_cli(["embed", str(dead), "--layer", "dense_1", "--method", method, "--split", "train"],
+                                    capsys)
+        assert code == 0, err
+        meta = json.loads((dead / "embeddings" / f"dense_1-{method}.json").read_text())
+        assert "identical" in meta["layers"]["dense_1"]["note"]
+        with np.load(dead / "embeddings" / f"dense_1-{method}.npz", allow_pickle=False) as z:
+            assert (z["coords_dense_1"] == 0).all()

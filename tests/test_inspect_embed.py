@@ -163,3 +163,27 @@ def test_trustworthiness_subsample_is_seeded():
     c = x[:, :2] + 0.1 * rng.normal(size=(2600, 2))
     y = (x[:, 0] > 0).astype(int)
     assert quality(c, y, x) == quality(c, y, x)
+
+
+@pytest.mark.parametrize("method", ["tsne", "mds", "pca"])
+def test_identical_feature_vectors_map_to_the_origin(method):
+    """3,000 identical rows (a dead layer) took t-SNE's FFT path to a segmentation fault before this check."""
+    e = embed(np.full((3000, 8), 0.25, np.float32), method, seed=0)
+    assert e.coords.shape == (3000, 2) and (e.coords == 0).all()
+    assert "identical" in e.note
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+@pytest.mark.parametrize("method", ["tsne", "mds", "pca"])
+def test_feature_scale_does_not_break_maps(method, scale):
+    """Features of size 1e20 gave NaN maps (MDS), LinAlgErrors (PCA) and a segmentation fault (t-SNE, FFT path,
+    3,000 points). Now every method works at any scale; PCA and MDS stay in the units of the data."""
+    x = np.random.default_rng(0).normal(size=(3000, 8))
+    x[:, 0] *= 3  # a dominant direction, so PCA and MDS have a well-defined first axis
+    ref = embed(x.astype(np.float32), method, seed=0).coords
+    got = embed((x * scale).astype(np.float32), method, seed=0).coords
+    assert np.isfinite(got).all()
+    if method == "tsne":
+        assert quality(got, (x[:, 0] > 0).astype(int))["knn_accuracy"] > 0.9  # the dominant axis still separates
+    else:
+        np.testing.assert_allclose(got / scale, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())

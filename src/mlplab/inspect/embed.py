@@ -185,6 +185,7 @@ def _mds(x, seed, max_iter=300, smacof_max_n=SMACOF_MAX_N):
 
 
 METHODS = {"tsne": _tsne, "umap": _umap, "mds": _mds, "pca": _pca}
+LINEAR_METHODS = ("mds", "pca")  # coordinates in the units of the data (the others are scale-free)
 METHOD_TITLES = {"tsne": "t-SNE", "umap": "UMAP", "mds": "MDS", "pca": "PCA"}
 
 
@@ -217,8 +218,24 @@ def embed(features, method: str = "tsne", seed: int = 0, **options) -> Embedding
     x = check_features(features)
     x = x.astype(np.float32, copy=False)
     start = time.perf_counter()
-    coords, params, note = fn(x, int(seed), **options)
+    if len(x) and not np.ptp(x, axis=0).any():
+        # Every row the same (a dead layer, a constant input): there is no structure to map, and openTSNE's
+        # PCA initialisation divides by the spread, which crashed its FFT code with a segmentation fault.
+        coords, params = np.zeros((len(x), 2)), {}
+        note = f"all {len(x)} feature vectors are identical (a dead layer?): nothing to map, every point at (0, 0)"
+    else:
+        # One power-of-two scale (exact in floating point) brings the features to [-2, 2]: features of size 1e20
+        # overflowed inside the libraries (float32 squares), giving NaN maps, LinAlgErrors, and a segmentation
+        # fault in openTSNE's FFT code. t-SNE and UMAP do not depend on the scale; PCA and MDS coordinates are
+        # scaled back, exactly, to the units of the data.
+        shift = int(np.floor(np.log2(float(np.abs(x).max()))))  # the max is > 0: not all rows are identical
+        coords, params, note = fn(np.ldexp(x, -shift).astype(np.float32, copy=False), int(seed), **options)
+        if method in LINEAR_METHODS:
+            coords = np.ldexp(np.asarray(coords, dtype=np.float64), shift)
     seconds = time.perf_counter() - start
     coords = np.ascontiguousarray(coords, dtype=np.float32)
+    if not np.isfinite(coords).all():
+        raise MlplabError(f"{method} produced non-finite coordinates for these {len(x)} points; "
+                          f"try another method (allowed: {', '.join(METHODS)})")
     log.info("%s of %d x %d in %.2f s: %s", method, x.shape[0], x.shape[1], seconds, note)
     return Embedding(coords=coords, method=method, params={"seed": int(seed), **params}, seconds=seconds, note=note)
