@@ -68,12 +68,11 @@ def _load_npy(path: Path, input_shape) -> np.ndarray:
         expected = "x".join(map(str, input_shape))
         raise MlplabError(f"{path} has shape {arr.shape}; the model expects one {expected} image "
                           f"(or {size} values)")
-    if not np.all(np.isfinite(arr)):
-        raise MlplabError(f"{path} contains NaN or infinite values")
     if arr.dtype == np.bool_:
         arr = arr.astype(np.float32)
-    # The same rule as for training data (data.validate.pixels): whole numbers 0..255 are 8-bit pixels and are
-    # divided by 255 like the training images were; anything else must already be in [0, 1].
+    # The same rule as for training data (data.validate.pixels, which also refuses NaN and infinities): whole
+    # numbers 0..255 are 8-bit pixels and are divided by 255 like the training images were; anything else
+    # must already be in [0, 1].
     from mlplab.data.validate import pixels
 
     arr = pixels(arr.reshape(1, -1), str(path))[0]

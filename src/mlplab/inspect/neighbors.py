@@ -17,6 +17,11 @@ _BLOCK_ELEMENTS = 32 * 1024 * 1024  # distance entries per block (float64: 256 M
 _DIRECT_ROWS = 1024                  # rows per direct recomputation (fewer for wide data: see direct_rows)
 
 
+def _check_k(n: int, k: int) -> None:
+    if not 0 < k < n:
+        raise ValueError(f"k must be in [1, {n - 1}] for {n} points, got {k}")
+
+
 def exact_neighbors(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices (N, k) int64, distances (N, k) float64), nearest first, each point's own row excluded.
 
@@ -28,8 +33,7 @@ def exact_neighbors(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
     t = torch.from_numpy(np.array(x, dtype=np.float64))  # (N, D), a copy: centred in place below
     n, dims = t.shape
-    if not 0 < k < n:
-        raise ValueError(f"k must be in [1, {n - 1}] for {n} points, got {k}")
+    _check_k(n, k)
     # Centred first: distances do not change, but |b|^2 - 2 a.b cancels catastrophically for data far from the
     # origin relative to its spread (points at 1e4 +- 1e-4 ranked almost at random without this).
     t -= t.mean(0)
@@ -82,8 +86,7 @@ def approximate_neighbors(x: np.ndarray, k: int, seed: int, n_jobs: int) -> tupl
 
     x = np.ascontiguousarray(x, dtype=np.float64)
     n, dims = x.shape
-    if not 0 < k < n:
-        raise ValueError(f"k must be in [1, {n - 1}] for {n} points, got {k}")
+    _check_k(n, k)
     index = AnnoyIndex(dims, "euclidean")
     index.set_seed(int(np.random.RandomState(seed).randint(np.iinfo(np.int32).max)))  # as openTSNE seeds it
     for i in range(n):

@@ -34,8 +34,6 @@ TEST_SPLIT_SEED = 0
 
 def _portable_data_name(data: str) -> str:
     """Named datasets stay names; a path is stored absolute so the run works from any directory."""
-    from pathlib import Path
-
     from mlplab.data.sources import canonical
 
     if canonical(data) is not None:
@@ -108,8 +106,6 @@ def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=())
     monitor, mode = _monitor(opts, es)
     writer = RunWriter(out, run_config(opts, ds, input_dim), monitor=monitor, mode=mode)
     writer.write_static(summary(model))
-    trainer.run_writer = writer
-    trainer.finish_batch_on_ctrl_c = True  # a run directory can be resumed, so Ctrl-C stops cleanly
     return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
 
 
@@ -172,13 +168,13 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
     from mlplab.atomic import atomic_write_json
 
     atomic_write_json(run.path / "config.json", config)
-    trainer.run_writer = writer
-    trainer.finish_batch_on_ctrl_c = True  # a run directory can be resumed, so Ctrl-C stops cleanly
     return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks, finish_only=finish_only)
 
 
 def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOptions, es, callbacks,
                       finish_only: bool = False) -> TrainResult:
+    trainer.run_writer = writer
+    trainer.finish_batch_on_ctrl_c = True  # a run directory can be resumed, so Ctrl-C stops cleanly
     cbs = list(callbacks)
     if es is not None:
         cbs.insert(0, es)  # first, so that its checkpointed state keeps the same position on resume
