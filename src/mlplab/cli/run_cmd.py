@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from mlplab.cli.notes import note_cpu_kernels
+
 
 @click.command()
 @click.argument("experiment_file", metavar="FILE.toml", type=click.Path(path_type=Path))
@@ -23,6 +25,9 @@ def run(experiment_file, data, out, overwrite, quiet):
     exp = load_experiment(experiment_file, data=data)
     out = out or Path("runs") / exp.name
     total = len(exp.stages)
+    trains = [st for st in exp.stages if st.kind == "train"]
+    if trains and not quiet:
+        note_cpu_kernels(trains[0].options["train"].device)
 
     def callbacks_for(stage):
         if quiet or stage.kind not in ("train", "continue"):

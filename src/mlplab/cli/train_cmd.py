@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mlplab.cli.notes import note_cpu_kernels
 from mlplab.errors import MlplabError
 
 # flag name -> TrainOptions key. Every flag defaults to None so that we know which ones were given:
@@ -59,6 +60,8 @@ def train(out, config_file, resume, overwrite, quiet, **flags):
 
     given = {k: v for k, v in flags.items() if v is not None}
     console = _console()
+    if not quiet:
+        note_cpu_kernels(given.get("device"))
     if resume is not None:
         stray = sorted(set(given) - RESUMABLE_FLAGS) + (["--out"] if out else []) + (["--config"] if config_file else [])
         if stray:

@@ -2,19 +2,22 @@
 
 Why: for the notebook's net at batch 128 the 8 matrix products are most of the work, and autograd's per-op
 bookkeeping (graph nodes, saved tensors, dropout's extra mask tensors, the generic cross-entropy backward) costs a
-large fraction on top. Here each step is: addmm per layer, the activation in place, the dropout mask drawn from a
-torch.Generator and applied in place (inverted scaling), the loss gradient in closed form ((softmax(z) - y) / N for
+large fraction on top. Here each step is: addmm per layer, the activation in place, dropout applied in place from a
+counter-based mask (model/masks.py: generated in the forward, regenerated in the backward, never stored; compiled
+element-wise kernels on the CPU, model/kernels.py), the loss gradient in closed form ((softmax(z) - y) / N for
 softmax + cross-entropy, (sigmoid(z) - y) / (N C) for sigmoid + binary cross-entropy), then the backward products
 written straight into each parameter's .grad, so any torch.optim optimizer can step them.
 
 Contract (docs/INTERNALS.md):
-- train_step(model, x, y, loss, generator=None) -> (loss_sum, n_correct), both 0-d tensors on the model's device;
-  no host sync inside (nothing calls .item()), so it runs unchanged on CUDA tensors. p.grad is *overwritten* with the
+- train_step(model, x, y, loss, generator=None) -> (loss_sum, n_correct): 0-d tensors on the model's device, or
+  Python floats where the compiled CPU kernel computed them (float() reads both); no host sync inside (nothing
+  calls .item()), so it runs unchanged on CUDA tensors. p.grad is *overwritten* with the
   gradient of the mean loss over the batch (no zero_grad needed; existing .grad storage is reused, which avoids an
   allocation per step).
-- Dropout is always on in train_step (it is a training step); masks come from `generator` (torch's default RNG when
-  None) in layer order, one draw_mask per dropout layer with a rate > 0; the keep probability is 1 - rate rounded
-  to a multiple of 1/65536 (keep_probability), and kept units are scaled by its inverse.
+- Dropout is always on in train_step (it is a training step). Each step draws one 64-bit key per dropout layer
+  with a rate > 0 from `generator` (torch's default RNG when None; one random_ call for all layers, in layer
+  order); a layer's mask is masks.mask_from_key(output, rate, key). The keep probability is 1 - rate rounded to a
+  multiple of 1/65536 (keep_probability), and kept units are scaled by its inverse.
 - y: int64 (N,) class labels, or float (N, C) targets (one-hot or soft). With binary_crossentropy and a single
   output unit, int labels are the 0/1 targets.
 - Losses follow Keras: categorical_crossentropy = -sum_c y_c log p_c per sample; binary_crossentropy and mse are
@@ -24,7 +27,7 @@ Contract (docs/INTERNALS.md):
 - n_correct counts argmax(output) == label per sample; for binary_crossentropy with float targets or one output unit
   it is Keras's binary accuracy (threshold 0.5) averaged over the outputs, so it can be fractional.
 
-reference_step() computes the same with plain autograd (drawing dropout masks from the generator in the same order)
+reference_step() computes the same with plain autograd (the same keys from the generator, the same masks)
 and is what the tests compare against.
 """
 
@@ -34,6 +37,8 @@ import torch
 from torch.nn import functional as F
 
 from mlplab.errors import MlplabError
+from mlplab.model import kernels, masks
+from mlplab.model.masks import draw_mask, keep_probability  # noqa: F401  (the engine's public API)
 from mlplab.model.mlp import LEAKY_SLOPE, MLP, activate
 
 LOSSES = ("categorical_crossentropy", "binary_crossentropy", "mse")
@@ -43,35 +48,6 @@ _aten = torch.ops.aten
 
 
 # --- shared pieces -----------------------------------------------------------------------------------------------
-def keep_probability(rate: float) -> float:
-    """The keep probability dropout actually uses: 1 - rate rounded to a multiple of 1/65536 (see draw_mask)."""
-    return _keep_units(rate) / 65536
-
-
-def _keep_units(rate: float) -> int:
-    return max(1, round((1.0 - rate) * 65536))  # at least one of 65536: a rate of 0.99999 must not divide by 0
-
-
-def draw_mask(like: torch.Tensor, rate: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Inverted-dropout mask shaped like `like`: 0 with probability ~rate, else 1 / keep_probability(rate).
-
-    Why not bernoulli_: on the CPU it costs ~9 ns per element (a generator call each), several times a dropout
-    layer's share of the matrix products. Instead one 64-bit draw from the generator gives four 16-bit uniforms,
-    compared with a 16-bit threshold, so the keep probability is 1 - rate rounded to a multiple of 1/65536
-    (rate 0.2 keeps 52429/65536 = 0.80000305 of the units). Deterministic for a seeded generator, and the same
-    code runs on CUDA.
-    """
-    n = like.numel()
-    keep_units = _keep_units(rate)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device)  # (ceil(n/4),) 64 random bits each
-    words.random_(-(2 ** 63), None, generator=generator)
-    u16 = words.view(torch.int16)[:n].view(like.shape)  # (N, units) uniform on [-32768, 32767]
-    mask = torch.empty_like(like).copy_(u16)            # (N, units) the same integers as floats (exact)
-    # P(u < keep_units - 32768) = keep_units / 65536; comparing into a float tensor avoids a slow bool pass
-    torch.lt(mask, keep_units - 32768, out=mask)
-    return mask.mul_(65536 / keep_units)
-
-
 def _check(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str) -> None:
     # Shape checks only: they read Python ints, never tensor values, so they cost no host sync.
     if loss not in LOSSES:
@@ -116,7 +92,7 @@ def _n_correct(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
 def _act_backward(g: torch.Tensor, act: str, a: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     """dL/dz from g = dL/da, where a = act(z). May modify g in place."""
     if act == "relu":
-        return g.mul_(torch.gt(a, 0, out=torch.empty_like(a)))  # see _relu_backward_
+        return masks.relu_backward_(g, a)
     if act == "linear":
         return g
     if act == "sigmoid":
@@ -193,10 +169,25 @@ def _output_loss(z: torch.Tensor, y: torch.Tensor, loss: str, act: str, need_gra
     return loss_sum, out, dz
 
 
+def _training_loss(z: torch.Tensor, y: torch.Tensor, loss: str, act: str, k):
+    """(loss_sum, n_correct, dz) for train_step: the compiled kernel for softmax + cross-entropy on integer labels
+    (one pass instead of ~15 small ops; Python floats), else the PyTorch forms (0-d tensors)."""
+    if (k is not None and loss == "categorical_crossentropy" and act == "softmax" and z.shape[1] > 1
+            and y.dtype == torch.int64 and y.is_cpu and y.is_contiguous()):
+        n, c = z.shape
+        dz = torch.empty_like(z)
+        bad = k.softmax_xent(z.data_ptr(), y.data_ptr(), dz.data_ptr(), n, c, 1.0 / n, k.stats)
+        if bad >= 0:
+            raise MlplabError(f"label {int(y[bad])} is outside 0..{c - 1} (the model has {c} outputs)")
+        return k.stats[0], k.stats[1], dz
+    loss_sum, out, dz = _output_loss(z, y, loss, act, need_grad=True)
+    return loss_sum, _n_correct(out, y, loss), dz
+
+
 # --- the hot path ----------------------------------------------------------------------------------------------------
 def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
-               generator: torch.Generator | None = None, sgd=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One closed-form forward + backward on a batch; returns (loss_sum, n_correct) tensors.
+               generator: torch.Generator | None = None, sgd=None):
+    """One closed-form forward + backward on a batch; returns (loss_sum, n_correct) (see the module's contract).
 
     Writes p.grad, or with `sgd` (a FusedSGD) applies that optimizer's update to the parameters during the
     backward instead (p.grad untouched; see fused_sgd.py).
@@ -204,55 +195,58 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
     _check(model, x, y, loss)
     if sgd is not None:
         sgd.begin()
+    # Per-step Python work is a visible share of a step at batch 128 (~50 us of ~3 ms), so the loops below read
+    # each parameter once and resolve the compiled kernels once.
+    k = kernels.for_tensor(x)
     plan = model.plan
     last = len(plan) - 1
+    n_dropout = sum(1 for _, _, rate in plan[:last] if rate > 0.0)
+    keys = iter(masks.draw_keys(n_dropout, generator, x.device)) if n_dropout else None
     with torch.no_grad():
-        saved = []  # per hidden layer: (output after dropout, activation, pre-activation or None, mask or None)
+        params = []  # per layer: (weight, bias)
+        saved = []  # per hidden layer: (output after dropout, activation, pre-activation or None, mask key or None)
         h = x  # (N, D)
         for i, (lin, act, rate) in enumerate(plan):
-            z = torch.addmm(lin.bias, h, lin.weight.t())  # (N, units)
+            w, b = lin.weight, lin.bias
+            params.append((w, b))
+            z = F.linear(h, w, b)  # (N, units): addmm(b, h, w^T)
             if i == last:
                 break
             zk = z if act == "gelu" else None
-            a = _act_forward_(z, act)  # (N, units), in place when the backward needs only the output
-            mask = None
-            if rate > 0.0:
-                mask = draw_mask(a, rate, generator)
-                # relu: the mask can be applied in place (the backward reads only the sign of the output);
-                # others keep the unmasked activation for their backward.
-                h_next = a.mul_(mask) if act == "relu" else a * mask  # (N, units)
+            key = next(keys) if rate > 0.0 else None
+            if key is not None and act == "relu":
+                # relu's backward reads only the sign of its output, and the masked output is positive exactly
+                # where the unit was active and kept: the mask goes on in place and is never stored
+                a = h_next = masks.relu_dropout_(z, rate, key, k)  # (N, units)
             else:
-                h_next = a
-            saved.append((h_next, a, zk, mask))
+                a = _act_forward_(z, act)  # (N, units), in place when the backward needs only the output
+                # others keep the unmasked activation for their backward
+                h_next = masks.dropout(a, rate, key, k) if key is not None else a  # (N, units)
+            saved.append((h_next, a, zk, key))
             h = h_next
-        loss_sum, out, dz = _output_loss(z, y, loss, plan[last][1], need_grad=True)
-        n_correct = _n_correct(out, y, loss)
+        loss_sum, n_correct, dz = _training_loss(z, y, loss, plan[last][1], k)
         for i in range(last, -1, -1):
-            lin = plan[i][0]
+            w, b = params[i]
             h_in = x if i == 0 else saved[i - 1][0]  # (N, in): this layer's input
             # (N, in): gradient w.r.t. the previous layer's (dropped-out) output, taken before a fused update
             # changes the weight
-            dh = torch.mm(dz, lin.weight) if i > 0 else None
+            dh = torch.mm(dz, w) if i > 0 else None
             if sgd is None:
-                _write_grad(lin.weight, torch.mm, dz.t(), h_in)  # (out, in)
-                _write_sum(lin.bias, dz)                          # (out,)
+                _write_grad(w, torch.mm, dz.t(), h_in)  # (out, in)
+                _write_sum(b, dz)                        # (out,)
             else:
-                sgd.update_weight(lin.weight, dz, h_in)
-                sgd.update_bias(lin.bias, dz)
+                sgd.update_weight(w, dz, h_in)
+                sgd.update_bias(b, dz, k)
             if i == 0:
                 break
             _, prev_act, prev_rate = plan[i - 1]
-            _, a, zk, mask = saved[i - 1]
-            if prev_act == "relu" and mask is not None:
-                # a holds relu(z) * mask: positive exactly where z > 0 and the unit was kept, and the kept units'
-                # mask value is 1 / keep, so dz = dh * (a > 0) / keep. The mask buffer is free now: reuse it for
-                # the 0-or-1/keep factor. (A float compare + multiply is ~5x faster on the CPU than
-                # aten.threshold_backward, and a float-output compare far faster than a bool one.)
-                torch.gt(a, 0, out=mask).mul_(1.0 / keep_probability(prev_rate))
-                dz = dh.mul_(mask)
+            _, a, zk, key = saved[i - 1]
+            if prev_act == "relu":
+                # with dropout, a holds relu(z) * mask: dz = dh * (a > 0) / keep, with no mask tensor
+                dz = masks.relu_backward_(dh, a, masks.mask_scale(prev_rate) if key is not None else 1.0, k)
             else:
-                if mask is not None:
-                    dh.mul_(mask)
+                if key is not None:
+                    masks.dropout_backward_(dh, prev_rate, key, k)
                 dz = _act_backward(dh, prev_act, a, zk)
     return loss_sum, n_correct
 
@@ -359,6 +353,8 @@ def reference_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
     """train_step computed by torch.autograd: same masks (same generator draws), p.grad overwritten."""
     _check(model, x, y, loss)
     plan = model.plan
+    n_dropout = sum(1 for _, _, rate in plan[:-1] if rate > 0.0)
+    keys = iter(masks.draw_keys(n_dropout, generator, x.device)) if n_dropout else None
     h = x
     for i, (lin, act, rate) in enumerate(plan):
         z = F.linear(h, lin.weight, lin.bias)  # (N, units)
@@ -367,7 +363,7 @@ def reference_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
         a = activate(z, act)
         if rate > 0.0:
             with torch.no_grad():
-                mask = draw_mask(a, rate, generator)
+                mask = masks.mask_from_key(a, rate, next(keys))
             a = a * mask
         h = a
     act = plan[-1][1]

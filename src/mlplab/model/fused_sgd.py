@@ -57,9 +57,22 @@ class FusedSGD:
         # first momentum step, or Nesterov (which needs G itself): the gradient in a reused scratch tensor
         self._dense(p, torch.mm(dz.t(), h_in, out=self._scratch(p)), state)
 
-    def update_bias(self, p: torch.Tensor, dz: torch.Tensor) -> None:
-        """Step p (out,) with the gradient dz.sum(0)."""
-        self._dense(p, torch.sum(dz, 0, out=self._scratch(p)), self.optimizer.state[p] if self.momentum else None)
+    def update_bias(self, p: torch.Tensor, dz: torch.Tensor, k=None) -> None:
+        """Step p (out,) with the gradient dz.sum(0); k: kernels.for_tensor(p) from the engine, or None."""
+        state = self.optimizer.state[p] if self.momentum else None
+        if k is not None and dz.is_contiguous():
+            # one compiled pass (column sums in double, then the same update) instead of 2-6 small ops
+            buf = state.get("momentum_buffer") if state is not None else None
+            init = state is not None and buf is None
+            if init:
+                buf = state["momentum_buffer"] = torch.empty_like(p)
+            n, c = dz.shape
+            if k.bias_sgd(p.data_ptr(), buf.data_ptr() if buf is not None else None, dz.data_ptr(), n, c, self.lr,
+                          self.momentum, self.weight_decay, int(self.nesterov), int(init)) == 0:
+                return
+            if init:
+                del state["momentum_buffer"]  # out of memory in the kernel: nothing was written, do it below
+        self._dense(p, torch.sum(dz, 0, out=self._scratch(p)), state)
 
     def _dense(self, p: torch.Tensor, g: torch.Tensor, state) -> None:
         # torch.optim.SGD's single-tensor update, step for step (g may be modified: it is scratch)

@@ -91,6 +91,7 @@ def environment() -> dict:
     import torch
 
     import mlplab
+    from mlplab.model import kernels
 
     return {
         "mlplab": mlplab.__version__, "python": platform.python_version(), "torch": torch.__version__,
@@ -98,6 +99,7 @@ def environment() -> dict:
         "cpu_threads": torch.get_num_threads(),
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_kernels": kernels.status(),  # the engine's element-wise path on the CPU (model/kernels.py)
     }
 
 

@@ -1,0 +1,23 @@
+"""One-line notes the CLI prints to stderr before long work."""
+
+from __future__ import annotations
+
+import click
+
+from mlplab.errors import MlplabError
+
+
+def note_cpu_kernels(device) -> None:
+    """Say, before training on the CPU, when the engine's compiled kernels could not be built (no C compiler, an
+    unwritable cache): training still works, on PyTorch ops, but slower. Silent when they were switched off
+    on purpose (MLPLAB_KERNELS=0) or when training runs on a GPU."""
+    from mlplab.model import kernels
+    from mlplab.train.trainer import resolve_device
+
+    try:
+        on_cpu = resolve_device(device).type == "cpu"
+    except MlplabError:
+        return  # a bad --device is reported by the training code, with the allowed values
+    status = kernels.status() if on_cpu else ""
+    if status.startswith("PyTorch fallback") and "MLPLAB_KERNELS=0" not in status:
+        click.echo(f"mlplab: note: training uses the slower {status}", err=True)

@@ -1,0 +1,170 @@
+"""The engine's compiled element-wise kernels (kernels.c): built once per machine with the C compiler, loaded
+with ctypes; without a compiler the engine uses PyTorch ops that compute the same values (model/masks.py).
+
+Why compiled at first use rather than at install: mlplab is a pure-Python package (pip needs no compiler and
+no torch at build time), and the kernels need nothing from PyTorch but raw pointers, so a plain C file builds
+in well under a second. The shared library is cached under $XDG_CACHE_HOME/mlplab/kernels/<hash>/ (the hash
+covers the source, the flags and the machine type); concurrent first runs each build into a temporary file and
+rename it into place, so a half-written library is never loaded.
+
+MLPLAB_KERNELS=0 turns the compiled kernels off (the PyTorch fallback is used); CC picks the compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+VERSION = 3  # kernels.c's mlplab_kernels_version()
+SOURCE = Path(__file__).with_name("kernels.c")
+# -ffp-contract=off: no a*b+c contracted into an FMA, so results equal PyTorch's bit for bit. No -march=native:
+# a cache shared between machines (a network home) must not hand one CPU another's instructions.
+FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno")
+_TYPES = {torch.float32: ("f32", ctypes.c_float), torch.float64: ("f64", ctypes.c_double)}
+
+_lock = threading.Lock()
+_loaded: "dict[torch.dtype, Kernels] | None" = None
+_status: str | None = None
+
+
+class Kernels:
+    """The loaded library's entry points for one dtype, as raw ctypes functions (ctypes converts the arguments;
+    pointers are tensor.data_ptr() of contiguous CPU tensors of that dtype; nothing here allocates tensors).
+    masks.py, engine.py and fused_sgd.py call them; see kernels.c for what each computes."""
+
+    def __init__(self, lib: ctypes.CDLL, suffix: str, ctype):
+        p, i64, u64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int32, ctypes.c_double
+        signatures = {  # name: (argument types, result type)
+            "relu_dropout_forward": ((p, i64, u64, i32, ctype), None),
+            "dropout_forward": ((p, p, i64, u64, i32, ctype), None),
+            "dropout_backward": ((p, i64, u64, i32, ctype), None),
+            "relu_backward": ((p, p, i64, ctype), None),
+            "softmax_xent": ((p, p, p, i64, i64, ctype, p), i64),
+            "bias_sgd": ((p, p, p, i64, i64, f64, f64, f64, ctypes.c_int, ctypes.c_int), ctypes.c_int),
+        }
+        for name, (argtypes, restype) in signatures.items():
+            fn = getattr(lib, f"mlplab_{name}_{suffix}")
+            fn.argtypes, fn.restype = argtypes, restype
+            setattr(self, name, fn)
+        self.stats = (ctypes.c_double * 2)()  # softmax_xent's (loss sum, correct count) out-parameter
+
+
+def for_tensor(t: torch.Tensor) -> Kernels | None:
+    """The kernels for t's dtype when t is on the CPU and they are loaded (built on first use), else None.
+
+    Called once per training step, so it is kept to a few attribute reads."""
+    by_dtype = _loaded if _status is not None else get()
+    if by_dtype is None or not t.is_cpu:
+        return None
+    return by_dtype.get(t.dtype)
+
+
+def get() -> "dict[torch.dtype, Kernels] | None":
+    """The compiled kernels by dtype, building them on first use; None when they are off or cannot be built."""
+    global _loaded, _status
+    if _status is None:
+        with _lock:
+            if _status is None:
+                try:
+                    _loaded, _status = _load()
+                except Exception as exc:  # a broken compiler or cache must never stop training: fall back
+                    _loaded, _status = None, f"PyTorch fallback (kernel build failed: {_one_line(exc)})"
+    return _loaded
+
+
+def status() -> str:
+    """One line for run manifests and `mlplab train`'s header: which element-wise path the engine uses."""
+    get()
+    return _status or ""
+
+
+def _reset() -> None:
+    """Forget the loaded state (tests switch MLPLAB_KERNELS and the cache folder)."""
+    global _loaded, _status
+    with _lock:
+        _loaded, _status = None, None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] or type(exc).__name__
+
+
+def _cache_root() -> Path:
+    from mlplab.data.locations import cache_dir
+
+    return cache_dir() / "kernels"
+
+
+def library_path(source: bytes | None = None) -> Path:
+    """Where the built library is cached: one folder per (source, flags, machine type)."""
+    source = SOURCE.read_bytes() if source is None else source
+    digest = hashlib.sha256(source + repr((FLAGS, platform.machine(), platform.system())).encode()).hexdigest()
+    return _cache_root() / digest[:16] / "libmlplab_kernels.so"
+
+
+def _load() -> "tuple[dict[torch.dtype, Kernels] | None, str]":
+    if os.environ.get("MLPLAB_KERNELS", "").strip() == "0":
+        return None, "PyTorch fallback (MLPLAB_KERNELS=0)"
+    source = SOURCE.read_bytes()
+    lib_path = library_path(source)
+    folder = lib_path.parent
+    if not lib_path.exists():
+        error = _build(source, folder, lib_path)
+        if error:
+            return None, f"PyTorch fallback ({error})"
+    try:
+        lib = ctypes.CDLL(str(lib_path))
+    except OSError:
+        # a damaged cache file (the build itself is atomic): build again once, then give up
+        error = _build(source, folder, lib_path)
+        if error:
+            return None, f"PyTorch fallback ({error})"
+        lib = ctypes.CDLL(str(lib_path))
+    lib.mlplab_kernels_version.restype = ctypes.c_int
+    if lib.mlplab_kernels_version() != VERSION:
+        return None, f"PyTorch fallback (stale kernel library {lib_path})"
+    return {dtype: Kernels(lib, suffix, ctype) for dtype, (suffix, ctype) in _TYPES.items()}, \
+        f"compiled C kernels ({lib_path})"
+
+
+def _build(source: bytes, folder: Path, lib_path: Path) -> str | None:
+    """Compile kernels.c into lib_path atomically; returns why it could not, or None."""
+    compiler = os.environ.get("CC", "").strip() or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not compiler:
+        return "no C compiler found; install gcc or set CC"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=folder)
+    except OSError as exc:
+        return f"cannot write the kernel cache {folder}: {exc.strerror or exc}"
+    os.close(fd)
+    src = Path(tmp).with_suffix(".c")
+    try:
+        src.write_bytes(source)
+        for extra in ((), ("-DMLPLAB_NO_CLONES",)):  # without run-time CPU dispatch if the compiler refuses it
+            proc = subprocess.run([compiler, *FLAGS, *extra, "-o", tmp, str(src)], capture_output=True, text=True,
+                                  timeout=120)
+            if proc.returncode == 0:
+                break
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()
+            return f"the C compiler {compiler} failed: {detail[0] if detail else 'exit ' + str(proc.returncode)}"
+        os.replace(tmp, lib_path)
+        return None
+    except subprocess.TimeoutExpired:
+        return f"the C compiler {compiler} took over 120 s"
+    except OSError as exc:
+        return f"the C compiler {compiler} could not run: {exc.strerror or exc}"
+    finally:
+        src.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
