@@ -33,11 +33,13 @@ and is what the tests compare against.
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 from torch.nn import functional as F
 
 from mlplab.errors import MlplabError
-from mlplab.model import kernels, masks
+from mlplab.model import compiled_step, kernels, masks
 from mlplab.model.masks import draw_mask, keep_probability  # noqa: F401  (the engine's public API)
 from mlplab.model.mlp import LEAKY_SLOPE, MLP, activate
 
@@ -176,10 +178,11 @@ def _training_loss(z: torch.Tensor, y: torch.Tensor, loss: str, act: str, k):
             and y.dtype == torch.int64 and y.is_cpu and y.is_contiguous()):
         n, c = z.shape
         dz = torch.empty_like(z)
-        bad = k.softmax_xent(z.data_ptr(), y.data_ptr(), dz.data_ptr(), n, c, 1.0 / n, k.stats)
+        stats = (ctypes.c_double * 2)()  # (loss sum, correct count); per call: ctypes lets other threads run
+        bad = k.softmax_xent(z.data_ptr(), y.data_ptr(), dz.data_ptr(), n, c, 1.0 / n, stats)
         if bad >= 0:
             raise MlplabError(f"label {int(y[bad])} is outside 0..{c - 1} (the model has {c} outputs)")
-        return k.stats[0], k.stats[1], dz
+        return stats[0], stats[1], dz
     loss_sum, out, dz = _output_loss(z, y, loss, act, need_grad=True)
     return loss_sum, _n_correct(out, y, loss), dz
 
@@ -198,16 +201,24 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
     # Per-step Python work is a visible share of a step at batch 128 (~50 us of ~3 ms), so the loops below read
     # each parameter once and resolve the compiled kernels once.
     k = kernels.for_tensor(x)
+    if sgd is not None and loss == "categorical_crossentropy":
+        step = compiled_step.for_model(model, sgd, k, x)  # the whole step in one compiled call, where it applies
+        if step is not None:
+            result = step(model, x, y, generator, sgd)
+            if result is not None:
+                return result
     plan = model.plan
     last = len(plan) - 1
-    n_dropout = sum(1 for _, _, rate in plan[:last] if rate > 0.0)
-    keys = iter(masks.draw_keys(n_dropout, generator, x.device)) if n_dropout else None
-    with torch.no_grad():
+    keys = iter(masks.draw_keys(model.n_dropout, generator, x.device)) if model.n_dropout else None
+    grad_was_enabled = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)  # what torch.no_grad() does, for less per-step overhead
+    try:
         params = []  # per layer: (weight, bias)
         saved = []  # per hidden layer: (output after dropout, activation, pre-activation or None, mask key or None)
         h = x  # (N, D)
         for i, (lin, act, rate) in enumerate(plan):
-            w, b = lin.weight, lin.bias
+            # the Linear's own parameter table (its attribute access goes through nn.Module.__getattr__)
+            w, b = lin._parameters["weight"], lin._parameters["bias"]
             params.append((w, b))
             z = F.linear(h, w, b)  # (N, units): addmm(b, h, w^T)
             if i == last:
@@ -243,11 +254,13 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
             _, a, zk, key = saved[i - 1]
             if prev_act == "relu":
                 # with dropout, a holds relu(z) * mask: dz = dh * (a > 0) / keep, with no mask tensor
-                dz = masks.relu_backward_(dh, a, masks.mask_scale(prev_rate) if key is not None else 1.0, k)
+                dz = masks.relu_backward_(dh, a, masks.kernel_constants(prev_rate)[1] if key is not None else 1.0, k)
             else:
                 if key is not None:
                     masks.dropout_backward_(dh, prev_rate, key, k)
                 dz = _act_backward(dh, prev_act, a, zk)
+    finally:
+        torch.set_grad_enabled(grad_was_enabled)
     return loss_sum, n_correct
 
 

@@ -1,21 +1,22 @@
-/* Element-wise kernels for the training engine's CPU path (model/kernels.py compiles and loads this file).
+/* The training engine's compiled CPU code (model/kernels.py builds and loads this file on first use).
  *
- * Why C: at batch 128 a training step is ~3 ms of matrix products plus ~40 small element-wise PyTorch ops,
- * each paying ~5-10 us of Python and dispatcher overhead, and the dropout masks came from a generator call per
- * element. Here the dropout mask of a layer is generated, applied and (in the backward) regenerated inside one
- * loop, from a counter-based generator: no mask tensor, no per-element generator call.
+ * Why C: at batch 128 a training step is ~3 ms of matrix products plus ~40 small element-wise PyTorch ops, each
+ * paying ~5-10 us of Python and dispatcher overhead, and dropout masks cost a generator call per element. Here
+ * a layer's dropout mask is generated, applied and (in the backward) regenerated inside one loop from a
+ * counter-based generator, and for the common nets the whole step is one call (mlplab_train_step, at the end).
  *
- * Exactness contract: the dropout and relu kernels compute exactly what model/masks.py's PyTorch fallback
- * computes, bit for bit (tests/test_kernels.py checks it): masks come from the same SplitMix64 words, and the
- * arithmetic is a single IEEE multiply per element (no contraction into FMAs: the build uses -ffp-contract=off).
- * The loss and bias kernels sum and take exp/log, so they agree with the PyTorch forms to rounding (sums are
- * accumulated in double here, so they are if anything more accurate).
+ * Exactness contract: the dropout and relu kernels compute exactly what model/masks.py's PyTorch forms compute,
+ * bit for bit (tests/test_kernels.py checks it): masks come from the same SplitMix64 words, and the arithmetic is
+ * a single IEEE multiply per element (no contraction into FMAs: the build uses -ffp-contract=off). The loss,
+ * bias and whole-step code sums and takes exp/log, so it agrees with the PyTorch forms to rounding (bias sums
+ * are accumulated in double here).
  *
- * The mask stream of a layer (model/masks.py): word j (j = 0, 1, ...) is SplitMix64's output j + 1 from the
- * state `key`; the words are read as signed 16-bit integers s in memory order (element i: the 16 bits at byte
- * 2i of the word array; on little-endian machines bits 16 (i % 4) .. 16 (i % 4) + 15 of word i / 4), and the unit is kept when s < threshold (threshold = keep_units - 32768, so P(keep) = keep_units / 65536).
- * Kept units are multiplied by `scale` (= 65536 / keep_units as a float), dropped ones by 0 (so a NaN stays
- * NaN, as in PyTorch's multiply).
+ * The mask stream of a layer (model/masks.py): word j (j = 0, 1, ...) is SplitMix64's output j + 1 from the state
+ * `key`; the words are read as signed 16-bit integers s in memory order (element i: the 16 bits at byte 2i of
+ * the word array; on little-endian machines bits 16 (i % 4) .. 16 (i % 4) + 15 of word i / 4), and the unit is
+ * kept when s < threshold (threshold = keep_units - 32768, so P(keep) = keep_units / 65536). Kept units are
+ * multiplied by `scale` (= 65536 / keep_units as a float), dropped ones by 0 (so a NaN stays NaN, as in
+ * PyTorch's multiply).
  */
 #include <math.h>
 #include <stdint.h>
@@ -97,9 +98,9 @@ DEFINE_KERNELS(double, f64)
 /* Softmax + categorical cross-entropy on integer labels, the engine's usual output layer, in one pass:
  * dz <- (softmax(z) - onehot(y)) * inv_n (the gradient of the mean loss), stats[0] <- sum_i -log softmax(z_i)[y_i],
  * stats[1] <- how many rows have argmax softmax(z_i) == y_i (the first maximum on ties, as torch.argmax).
- * softmax is exp(z - max) / sum(exp(z - max)), the loss log(sum(exp(z - max))) - (z_y - max). A NaN anywhere in a row makes its
- * loss NaN (so divergence is detected). Returns -1, or the first row whose label is outside [0, c) (nothing
- * is read out of bounds; the caller raises). */
+ * softmax is exp(z - max) / sum(exp(z - max)) and the loss log(sum(exp(z - max))) - (z_y - max). A NaN anywhere
+ * in a row makes its loss NaN (so divergence is detected). Returns -1, or the first row whose label is outside
+ * [0, c) (nothing is read out of bounds; the caller raises). */
 #define DEFINE_SOFTMAX_XENT(T, SUFFIX, EXP, LOG)                                                         \
     int64_t mlplab_softmax_xent_##SUFFIX(const T *z, const int64_t *y, T *dz, int64_t n, int64_t c,    \
                                          T inv_n, double *stats) {                                     \
@@ -133,12 +134,11 @@ DEFINE_KERNELS(double, f64)
 /* One torch.optim.SGD step (dampening 0) of a bias p (c,) whose gradient is the column sum of dz (n, c), summed in
  * double: g <- sum + wd p; with momentum: buf <- g on the first step (init = 1), else mu buf + g; Nesterov uses
  * g + mu buf, plain momentum buf; p <- p - lr g. buf is NULL without momentum. Returns 0, or -1 when out of
- * memory (the caller falls back). */
+ * memory (the caller falls back; nothing was changed). */
 #define DEFINE_BIAS_SGD(T, SUFFIX)                                                                       \
-    int mlplab_bias_sgd_##SUFFIX(T *p, T *buf, const T *dz, int64_t n, int64_t c, double lr, double mu, \
-                                 double wd, int nesterov, int init) {                                  \
-        double *acc = calloc((size_t)c, sizeof(double));                                                 \
-        if (acc == NULL) return -1;                                                                      \
+    static void bias_sgd_core_##SUFFIX(T *p, T *buf, const T *dz, int64_t n, int64_t c, double lr, double mu, \
+                                       double wd, int nesterov, int init, double *acc) {                 \
+        memset(acc, 0, (size_t)c * sizeof(double));                                                      \
         for (int64_t i = 0; i < n; i++)                                                                  \
             for (int64_t k = 0; k < c; k++) acc[k] += dz[i * c + k];                                     \
         for (int64_t k = 0; k < c; k++) {                                                                \
@@ -150,6 +150,12 @@ DEFINE_KERNELS(double, f64)
             }                                                                                            \
             p[k] = p[k] - (T)lr * g;                                                                     \
         }                                                                                                \
+    }                                                                                                    \
+    int mlplab_bias_sgd_##SUFFIX(T *p, T *buf, const T *dz, int64_t n, int64_t c, double lr, double mu, \
+                                 double wd, int nesterov, int init) {                                  \
+        double *acc = malloc((size_t)c * sizeof(double));                                                \
+        if (acc == NULL) return -1;                                                                      \
+        bias_sgd_core_##SUFFIX(p, buf, dz, n, c, lr, mu, wd, nesterov, init, acc);                       \
         free(acc);                                                                                       \
         return 0;                                                                                        \
     }
@@ -159,5 +165,111 @@ DEFINE_SOFTMAX_XENT(double, f64, exp, log)
 DEFINE_BIAS_SGD(float, f32)
 DEFINE_BIAS_SGD(double, f64)
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * The whole training step of a plain MLP in one call (model/compiled_step.py decides when it applies): hidden
+ * layers relu or linear, each optionally followed by dropout, a softmax output with categorical cross-entropy on
+ * integer labels, and torch.optim.SGD's update (momentum, Nesterov, weight decay) fused into the backward as
+ * model/fused_sgd.py does it. The matrix products go to the BLAS that PyTorch itself uses (its exported
+ * Fortran-interface gemm, passed in as a function pointer, so this library links nothing); everything else is
+ * the kernels above. Why: at batch 128 the step is ~3 ms of products, and calling them from Python one op at a
+ * time added ~0.1 ms of interpreter and dispatcher work per step, a few percent that no single op could win back.
+ *
+ * Row-major (PyTorch) products as column-major BLAS calls: a row-major r x c matrix is its column-major
+ * transpose with leading dimension c. So Z = H W^T (H n x d, W u x d) is Z^T = W^T^T H^T: gemm(T, N, u, n, d);
+ * dH = dZ W is dH^T = W^T dZ^T: gemm(N, N, d, n, u); W += a dZ^T H is W^T += a H^T dZ: gemm(N, T, d, u, n).
+ *
+ * ptrs holds 7 pointers per layer l: weight (u x d), bias (u), weight momentum buffer, bias momentum buffer (NULL
+ * without momentum), a gradient scratch (u x d, used on the first momentum step and by Nesterov), z (n x u: the
+ * layer's output, activated and masked in place), dh (n x d: the gradient w.r.t. its input; NULL for layer 0);
+ * then the output gradient (n x c). acts[l] for hidden layers: bit 0 relu, bit 1 dropout. Returns -1, or the
+ * first batch row whose label is outside [0, c), or -2 when out of memory (nothing is changed in both cases). */
+#define DEFINE_STEP(T, SUFFIX)                                                                            \
+    typedef void (*gemm_##SUFFIX##_t)(const char *, const char *, const int *, const int *, const int *,  \
+                                      const T *, const T *, const int *, const T *, const int *, const T *, \
+                                      T *, const int *);                                                 \
+    static void gemm_call_##SUFFIX(gemm_##SUFFIX##_t g, char ta, char tb, int64_t m, int64_t n_, int64_t k, \
+                                   double alpha, const T *a, int64_t lda, const T *b, int64_t ldb,        \
+                                   double beta, T *c, int64_t ldc) {                                      \
+        int mi = (int)m, ni = (int)n_, ki = (int)k, la = (int)lda, lb = (int)ldb, lc = (int)ldc;          \
+        T al = (T)alpha, be = (T)beta;                                                                    \
+        g(&ta, &tb, &mi, &ni, &ki, &al, a, &la, b, &lb, &be, c, &lc);                                     \
+    }                                                                                                     \
+    int64_t mlplab_train_step_##SUFFIX(void *gemm_fn, int32_t n_layers, const int64_t *dims,            \
+                                       const int32_t *acts, const int32_t *thresholds, const T *scales, \
+                                       const uint64_t *keys, void **ptrs, const T *x, const int64_t *y,  \
+                                       int64_t n, double lr, double mu, double wd, int32_t nesterov,     \
+                                       int32_t init, double *stats) {                                    \
+        gemm_##SUFFIX##_t g = (gemm_##SUFFIX##_t)gemm_fn;                                                 \
+        int32_t L = n_layers;                                                                             \
+        int64_t c = dims[L];                                                                              \
+        T *dz_out = (T *)ptrs[7 * L];                                                                     \
+        for (int64_t i = 0; i < n; i++)                                                                   \
+            if (y[i] < 0 || y[i] >= c) return i; /* checked first: a bad label changes nothing */         \
+        int64_t widest = 0;                                                                               \
+        for (int32_t l = 1; l <= L; l++) widest = dims[l] > widest ? dims[l] : widest;                    \
+        double *acc = malloc((size_t)widest * sizeof(double)); /* bias gradient sums */                   \
+        if (acc == NULL) return -2; /* before anything changed */                                        \
+        const T *h = x;                                                                                   \
+        for (int32_t l = 0; l < L; l++) { /* forward */                                                   \
+            int64_t d = dims[l], u = dims[l + 1];                                                         \
+            const T *W = (const T *)ptrs[7 * l], *b = (const T *)ptrs[7 * l + 1];                         \
+            T *z = (T *)ptrs[7 * l + 5];                                                                  \
+            for (int64_t i = 0; i < n; i++) memcpy(z + i * u, b, (size_t)u * sizeof(T));                  \
+            gemm_call_##SUFFIX(g, 'T', 'N', u, n, d, 1.0, W, d, h, d, 1.0, z, u);                         \
+            if (l < L - 1) {                                                                              \
+                int relu = acts[l] & 1, drop = acts[l] & 2;                                               \
+                if (relu && drop)                                                                         \
+                    mlplab_relu_dropout_forward_##SUFFIX(z, n * u, keys[l], thresholds[l], scales[l]);    \
+                else if (drop) /* linear: the backward needs nothing from the output, mask in place */    \
+                    mlplab_dropout_backward_##SUFFIX(z, n * u, keys[l], thresholds[l], scales[l]);        \
+                else if (relu)                                                                            \
+                    for (int64_t i = 0; i < n * u; i++) z[i] = z[i] < (T)0 ? (T)0 : z[i];                 \
+            }                                                                                             \
+            h = z;                                                                                        \
+        }                                                                                                 \
+        mlplab_softmax_xent_##SUFFIX((const T *)ptrs[7 * (L - 1) + 5], y, dz_out, n, c, (T)(1.0 / (double)n), \
+                                     stats);                                                              \
+        T *dz = dz_out;                                                                                   \
+        for (int32_t l = L - 1; l >= 0; l--) { /* backward, each layer stepped once its dh is taken */    \
+            int64_t d = dims[l], u = dims[l + 1];                                                         \
+            T *W = (T *)ptrs[7 * l], *b = (T *)ptrs[7 * l + 1];                                           \
+            T *wbuf = (T *)ptrs[7 * l + 2], *bbuf = (T *)ptrs[7 * l + 3], *G = (T *)ptrs[7 * l + 4];      \
+            T *dh = (T *)ptrs[7 * l + 6];                                                                 \
+            const T *h_in = l == 0 ? x : (const T *)ptrs[7 * (l - 1) + 5];                                \
+            int64_t wn = u * d;                                                                           \
+            if (l > 0) gemm_call_##SUFFIX(g, 'N', 'N', d, n, u, 1.0, W, d, dz, u, 0.0, dh, d);            \
+            if (mu == 0.0) { /* p <- (1 - lr wd) p - lr G: one product */                                 \
+                gemm_call_##SUFFIX(g, 'N', 'T', d, u, n, -lr, h_in, d, dz, u, 1.0 - lr * wd, W, d);       \
+            } else if (!init && !nesterov) { /* buf <- mu buf + G (+ wd p); p <- p - lr buf */            \
+                gemm_call_##SUFFIX(g, 'N', 'T', d, u, n, 1.0, h_in, d, dz, u, mu, wbuf, d);               \
+                if (wd != 0.0)                                                                            \
+                    for (int64_t i = 0; i < wn; i++) wbuf[i] = wbuf[i] + (T)wd * W[i];                    \
+                for (int64_t i = 0; i < wn; i++) W[i] = W[i] + (T)(-lr) * wbuf[i];                        \
+            } else { /* the first momentum step, or Nesterov: the gradient itself is needed */            \
+                gemm_call_##SUFFIX(g, 'N', 'T', d, u, n, 1.0, h_in, d, dz, u, 0.0, G, d);                 \
+                for (int64_t i = 0; i < wn; i++) {                                                        \
+                    T gi = wd != 0.0 ? G[i] + (T)wd * W[i] : G[i];                                        \
+                    wbuf[i] = init ? gi : (T)mu * wbuf[i] + gi;                                           \
+                    gi = nesterov ? gi + (T)mu * wbuf[i] : wbuf[i];                                       \
+                    W[i] = W[i] + (T)(-lr) * gi;                                                          \
+                }                                                                                         \
+            }                                                                                             \
+            bias_sgd_core_##SUFFIX(b, mu == 0.0 ? NULL : bbuf, dz, n, u, lr, mu, wd, nesterov, init, acc); \
+            if (l == 0) break;                                                                            \
+            int relu = acts[l - 1] & 1, drop = acts[l - 1] & 2;                                           \
+            const T *a = (const T *)ptrs[7 * (l - 1) + 5];                                                \
+            if (relu) /* a is the masked output: positive exactly where active and kept */               \
+                mlplab_relu_backward_##SUFFIX(dh, a, d * n, drop ? scales[l - 1] : (T)1);                 \
+            else if (drop)                                                                                \
+                mlplab_dropout_backward_##SUFFIX(dh, d * n, keys[l - 1], thresholds[l - 1], scales[l - 1]); \
+            dz = dh;                                                                                      \
+        }                                                                                                 \
+        free(acc);                                                                                        \
+        return -1;                                                                                        \
+    }
+
+DEFINE_STEP(float, f32)
+DEFINE_STEP(double, f64)
+
 /* The library's version: model/kernels.py refuses a build whose number differs from its own. */
-int mlplab_kernels_version(void) { return 3; }
+int mlplab_kernels_version(void) { return 4; }

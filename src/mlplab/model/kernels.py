@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-VERSION = 3  # kernels.c's mlplab_kernels_version()
+VERSION = 4  # kernels.c's mlplab_kernels_version()
 SOURCE = Path(__file__).with_name("kernels.c")
 # -ffp-contract=off: no a*b+c contracted into an FMA, so results equal PyTorch's bit for bit. No -march=native:
 # a cache shared between machines (a network home) must not hand one CPU another's instructions.
@@ -50,12 +50,27 @@ class Kernels:
             "relu_backward": ((p, p, i64, ctype), None),
             "softmax_xent": ((p, p, p, i64, i64, ctype, p), i64),
             "bias_sgd": ((p, p, p, i64, i64, f64, f64, f64, ctypes.c_int, ctypes.c_int), ctypes.c_int),
+            "train_step": ((p, i32, p, p, p, p, p, p, p, p, i64, f64, f64, f64, i32, i32, p), i64),
         }
         for name, (argtypes, restype) in signatures.items():
             fn = getattr(lib, f"mlplab_{name}_{suffix}")
             fn.argtypes, fn.restype = argtypes, restype
             setattr(self, name, fn)
-        self.stats = (ctypes.c_double * 2)()  # softmax_xent's (loss sum, correct count) out-parameter
+        self.gemm = _blas_gemm(suffix)  # PyTorch's own BLAS gemm for train_step, or None
+
+
+def _blas_gemm(suffix: str) -> int | None:
+    """The address of the Fortran-interface gemm (sgemm_/dgemm_) in PyTorch's own CPU library, when it exports
+    one (its x86-64 builds link MKL and do), so the compiled step multiplies with exactly PyTorch's BLAS and
+    threads. None otherwise: the engine then calls the products from Python."""
+    if not torch.backends.mkl.is_available():
+        return None
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))  # already loaded
+        fn = getattr(lib, ("sgemm_" if suffix == "f32" else "dgemm_"))
+    except (OSError, AttributeError):
+        return None
+    return ctypes.cast(fn, ctypes.c_void_p).value
 
 
 def for_tensor(t: torch.Tensor) -> Kernels | None:

@@ -19,6 +19,9 @@ On CUDA the keys stay on the device, so no step waits for the GPU.
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import torch
 
 
@@ -44,14 +47,31 @@ def mask_scale(rate: float) -> float:
     return 65536 / keep_units(rate)
 
 
+@functools.lru_cache(maxsize=256)
+def kernel_constants(rate: float) -> tuple[int, float]:
+    """(threshold on the signed 16-bit draws, scale of kept units) for the kernels; cached: used every step."""
+    return keep_units(rate) - 32768, mask_scale(rate)
+
+
 def draw_keys(count: int, generator: torch.Generator | None, device) -> list:
     """`count` mask keys from the generator (torch's default RNG when None), one random_ call.
 
     CPU: Python ints (what the C kernels take). Other devices: 0-d int64 tensors on the device (no host sync).
     """
     device = torch.device(device)
-    keys = torch.empty(count, dtype=torch.int64, device=device).random_(-(2 ** 63), None, generator=generator)
-    return keys.tolist() if device.type == "cpu" else list(keys)
+    if device.type == "cpu":
+        # a step draws its keys every ~3 ms: reuse a small per-thread buffer instead of allocating one
+        buffers = getattr(_scratch, "keys", None)
+        if buffers is None:
+            buffers = _scratch.keys = {}
+        buf = buffers.get(count)
+        if buf is None:
+            buf = buffers[count] = torch.empty(count, dtype=torch.int64)
+        return buf.random_(-(2 ** 63), None, generator=generator).tolist()
+    return list(torch.empty(count, dtype=torch.int64, device=device).random_(-(2 ** 63), None, generator=generator))
+
+
+_scratch = threading.local()
 
 
 # --- the PyTorch form of the stream (the fallback, and the definition the kernels are tested against) ----------
@@ -87,7 +107,7 @@ def draw_mask(like: torch.Tensor, rate: float, generator: torch.Generator | None
 def relu_dropout_(z: torch.Tensor, rate: float, key, k=None) -> torch.Tensor:
     """z <- relu(z) * mask, in place (the forward of a relu layer followed by dropout)."""
     if k is not None:
-        k.relu_dropout_forward(z.data_ptr(), z.numel(), key, keep_units(rate) - 32768, mask_scale(rate))
+        k.relu_dropout_forward(z.data_ptr(), z.numel(), key, *kernel_constants(rate))
         return z
     return z.relu_().mul_(mask_from_key(z, rate, key))
 
@@ -96,7 +116,7 @@ def dropout(a: torch.Tensor, rate: float, key, k=None) -> torch.Tensor:
     """a * mask as a new tensor (a is kept: its activation's backward reads it)."""
     if k is not None:
         out = torch.empty_like(a)
-        k.dropout_forward(a.data_ptr(), out.data_ptr(), a.numel(), key, keep_units(rate) - 32768, mask_scale(rate))
+        k.dropout_forward(a.data_ptr(), out.data_ptr(), a.numel(), key, *kernel_constants(rate))
         return out
     return a * mask_from_key(a, rate, key)
 
@@ -104,7 +124,7 @@ def dropout(a: torch.Tensor, rate: float, key, k=None) -> torch.Tensor:
 def dropout_backward_(g: torch.Tensor, rate: float, key, k=None) -> torch.Tensor:
     """g <- g * mask, in place, the mask regenerated from its key."""
     if k is not None:
-        k.dropout_backward(g.data_ptr(), g.numel(), key, keep_units(rate) - 32768, mask_scale(rate))
+        k.dropout_backward(g.data_ptr(), g.numel(), key, *kernel_constants(rate))
         return g
     return g.mul_(mask_from_key(g, rate, key))
 

@@ -92,6 +92,7 @@ class MLP(nn.Module):
             else:
                 lin, act, _ = self.plan[-1]
                 self.plan[-1] = (lin, act, s.rate)
+        self.n_dropout = sum(1 for _, _, rate in self.plan[:-1] if rate > 0.0)  # masks drawn per training step
 
     # --- forward paths ----------------------------------------------------------------------------------------
     def _run(self, x: torch.Tensor, stop_before_last_activation: bool = False, want=None):

@@ -1,0 +1,128 @@
+"""The whole training step in one compiled call, for the nets most runs train: kernels.c's mlplab_train_step.
+
+It applies when (checked once per model, then a few cheap checks per step): the tensors are float32/float64 on
+the CPU, the compiled kernels loaded and PyTorch exports its BLAS gemm (kernels.Kernels.gemm), every hidden layer
+is relu or linear (dropout or not), the output is softmax with categorical cross-entropy on integer labels, and
+the optimizer is SGD through FusedSGD. Otherwise engine.train_step runs the same step from Python, one op at a
+time (the reference this path is tested against; tests/test_compiled_step.py).
+
+What it computes is engine.train_step with FusedSGD, in the same order: the same products on the same BLAS, the
+same mask keys drawn from the generator, the same kernels. Results agree with the Python path to float rounding
+(the bias copy and SGD arithmetic are written out here rather than left to PyTorch's vectorised ops).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from mlplab.errors import MlplabError
+from mlplab.model import masks
+from mlplab.model.kernels import Kernels
+
+RELU, DROPOUT = 1, 2  # the bits of kernels.c's acts[]
+_ACT_CODES = {"relu": RELU, "linear": 0}
+_CTYPES = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
+
+
+class CompiledStep:
+    """One model's static layout (sizes, activation codes, mask constants) and its reusable work buffers."""
+
+    def __init__(self, model, k: Kernels, dtype: torch.dtype):
+        self.k, self.dtype, self.plan = k, dtype, model.plan
+        plan = model.plan
+        self.n_layers = len(plan)
+        hidden = plan[:-1]
+        self.dims = (ctypes.c_int64 * (self.n_layers + 1))(model.input_dim, *(lin.out_features for lin, _, _ in plan))
+        self.acts = (ctypes.c_int32 * max(1, len(hidden)))(
+            *(_ACT_CODES[act] | (DROPOUT if rate > 0 else 0) for _, act, rate in hidden))
+        constants = [masks.kernel_constants(rate) if rate > 0 else (0, 1.0) for _, _, rate in hidden]
+        self.thresholds = (ctypes.c_int32 * max(1, len(hidden)))(*(t for t, _ in constants))
+        self.scales = (_CTYPES[dtype] * max(1, len(hidden)))(*(s for _, s in constants))
+        self.dropout_layers = [i for i, (_, _, rate) in enumerate(hidden) if rate > 0]
+        self.keys = (ctypes.c_uint64 * max(1, len(hidden)))()
+        self.ptrs = (ctypes.c_void_p * (7 * self.n_layers + 1))()
+        self.capacity = 0
+        self.buffers: list[torch.Tensor] = []
+        self.stats = (ctypes.c_double * 2)()  # the step's (loss sum, correct count)
+
+    @staticmethod
+    def applies_to(model, dtype: torch.dtype) -> bool:
+        plan = model.plan
+        return (dtype in _CTYPES and plan[-1][1] == "softmax" and plan[-1][0].out_features > 1
+                and all(act in _ACT_CODES for _, act, _ in plan[:-1]))
+
+    def _workspace(self, n: int) -> None:
+        """z per layer (n x units), dh per layer after the first (n x its inputs), the output gradient (n x C)."""
+        if n <= self.capacity:
+            return
+        dims = list(self.dims)
+        z = [torch.empty(n, u, dtype=self.dtype) for u in dims[1:]]
+        dh = [None] + [torch.empty(n, dims[i], dtype=self.dtype) for i in range(1, self.n_layers)]
+        dz = torch.empty(n, dims[-1], dtype=self.dtype)
+        self.buffers = z + [t for t in dh if t is not None] + [dz]  # kept alive while their pointers are used
+        for i in range(self.n_layers):
+            self.ptrs[7 * i + 5] = z[i].data_ptr()
+            self.ptrs[7 * i + 6] = dh[i].data_ptr() if dh[i] is not None else None
+        self.ptrs[7 * self.n_layers] = dz.data_ptr()
+        self.capacity = n
+
+    def __call__(self, model, x: torch.Tensor, y: torch.Tensor, generator, sgd):
+        """(loss_sum, n_correct) as floats, or None when this batch needs the Python path (the caller runs it)."""
+        if not (x.is_contiguous() and y.dtype == torch.int64 and y.is_contiguous() and x.dtype == self.dtype):
+            return None
+        ptrs, plan = self.ptrs, self.plan
+        params = []
+        for i, (lin, _, _) in enumerate(plan):
+            w, b = lin._parameters["weight"], lin._parameters["bias"]  # not via nn.Module.__getattr__: per step
+            if w.dtype != self.dtype or not (w.is_cpu and w.is_contiguous() and b.is_contiguous()):
+                return None
+            ptrs[7 * i], ptrs[7 * i + 1] = w.data_ptr(), b.data_ptr()
+            params += (w, b)
+        mu, init = sgd.momentum, False
+        if mu:
+            state = sgd.optimizer.state
+            bufs = [state[p].get("momentum_buffer") for p in params]
+            missing = sum(buf is None for buf in bufs)
+            if missing == len(bufs):  # torch's first momentum step: the buffers start as the gradient
+                init = True
+                bufs = [state[p].setdefault("momentum_buffer", torch.empty_like(p)) for p in params]
+            elif missing:
+                return None  # buffers from a partial step elsewhere: leave it to the general path
+            for i in range(self.n_layers):
+                ptrs[7 * i + 2], ptrs[7 * i + 3] = bufs[2 * i].data_ptr(), bufs[2 * i + 1].data_ptr()
+                ptrs[7 * i + 4] = sgd._scratch(params[2 * i]).data_ptr()
+        else:
+            for i in range(self.n_layers):
+                ptrs[7 * i + 2] = ptrs[7 * i + 3] = ptrs[7 * i + 4] = None
+        n = x.shape[0]
+        self._workspace(n)
+        if self.dropout_layers:
+            for i, key in zip(self.dropout_layers, masks.draw_keys(len(self.dropout_layers), generator, x.device)):
+                self.keys[i] = key % 2 ** 64
+        k = self.k
+        rc = k.train_step(k.gemm, self.n_layers, self.dims, self.acts, self.thresholds, self.scales, self.keys, ptrs,
+                          x.data_ptr(), y.data_ptr(), n, sgd.lr, mu, sgd.weight_decay, int(sgd.nesterov), int(init),
+                          self.stats)
+        if rc != -1 and init:
+            for p in params:  # nothing was computed: no momentum buffers of uninitialised memory may stay
+                del sgd.optimizer.state[p]["momentum_buffer"]
+        if rc >= 0:
+            c = self.dims[self.n_layers]
+            raise MlplabError(f"label {int(y[rc])} is outside 0..{c - 1} (the model has {c} outputs)")
+        if rc == -2:
+            raise MemoryError("out of memory in the compiled training step")
+        return self.stats[0], self.stats[1]
+
+
+def for_model(model, sgd, k: Kernels | None, x: torch.Tensor) -> CompiledStep | None:
+    """The model's compiled step (made once and kept on the FusedSGD), or None where it does not apply."""
+    if k is None or k.gemm is None:
+        return None
+    cache = sgd.__dict__.setdefault("_compiled_steps", {})
+    entry = cache.get(id(model))
+    if entry is None or entry[0] is not model.plan or entry[1] is not x.dtype:
+        step = CompiledStep(model, k, x.dtype) if CompiledStep.applies_to(model, x.dtype) else None
+        entry = cache[id(model)] = (model.plan, x.dtype, step)
+    return entry[2]
