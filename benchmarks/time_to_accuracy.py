@@ -9,6 +9,7 @@ validation passes (a user waits for those too) and excludes data loading and sta
 accuracy each reaches at the end of its recipe.
 
     python benchmarks/time_to_accuracy.py [--tf-python /path/to/venv-with-tensorflow/bin/python] [--target 0.89]
+                                          [--only mlplab|keras]
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", type=float, default=0.89)
     ap.add_argument("--tf-python", default=os.environ.get("MLPLAB_BENCH_TF_PYTHON", sys.executable))
+    ap.add_argument("--only", choices=("mlplab", "keras"), help="run one contender (Keras's recipe takes ~6 min)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -68,6 +70,8 @@ def main() -> int:
         ("keras", [args.tf_python, str(ROOT / "benchmarks" / "keras_notebook.py"), "--target", str(args.target)],
          {"KERAS_BACKEND": "tensorflow"}),
     ):
+        if args.only and name != args.only:
+            continue
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode or not lines:

@@ -4,10 +4,11 @@
 
 Setting (issue 4): Fashion-MNIST's first 45,000 training images (random data of the same shape when the files are
 absent), the notebook's model 512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax, SGD (lr 0.01), batch 128,
-categorical cross-entropy. Each contender runs in a fresh process: one warm-up epoch, then one timed epoch; this is
-repeated in 3 rounds that interleave the contenders (so a burst of load from other processes on a shared machine
-hits them alike rather than one contender's three epochs), and the table shows the median of the 3 timed epochs and
-its fraction of the matmul bound (the 8 matrix products of forward + backward alone, measured the same way).
+categorical cross-entropy. Each contender runs in a fresh process: one warm-up epoch, then 3 timed epochs (the
+process reports their median); this is repeated in 3 rounds that interleave the contenders (so a burst of load
+from other processes on a shared machine hits them alike rather than one contender's rounds). The table shows the
+median over rounds and the fraction of the matmul bound (the 8 matrix products of forward + backward alone,
+measured the same way): the median over rounds of bound / contender, each ratio taken within one round.
 The last line is `mlplab/gemm = F`, the fraction for mlplab's engine.
 
 Times are wall-clock on whatever else the machine is doing: on a shared machine, run it twice and trust the ratios
@@ -59,7 +60,10 @@ def load_data(n: int):
     return (x.astype(np.float32) / 255.0), y.astype(np.int64), source
 
 
-def _timed(epoch_fn, repeats: int = 1) -> list[float]:
+EPOCHS_TIMED = 3  # per process, after the warm-up; the process reports their median
+
+
+def _timed(epoch_fn, repeats: int = EPOCHS_TIMED) -> list[float]:
     epoch_fn()  # warm-up: allocator, thread pool, BLAS kernels selected
     return [epoch_fn() for _ in range(repeats)]
 
@@ -233,7 +237,19 @@ def _child(name: str, n: int, threads: int | None) -> None:
         seconds, note = RUNNERS[name](x, y)
     except ImportError as err:
         seconds, note = None, f"skipped: not installed ({err.name})"
+    if seconds is not None:
+        seconds = [statistics.median(seconds)]  # one number per process (round)
     print(json.dumps({"name": name, "seconds": seconds, "note": note, "source": source, "threads": used}))
+
+
+def _paired_fraction(results: dict, name: str) -> float | None:
+    """Median over rounds of bound / contender, each ratio taken within one round: the two ran minutes apart
+    at most, so a slow period on a shared machine mostly cancels (a ratio of medians does not: one slow bound
+    round and one fast contender round gave 1.40 here)."""
+    bound, mine = results.get("gemm", {}).get("seconds"), results[name].get("seconds")
+    if not bound or not mine or len(bound) != len(mine):
+        return None
+    return statistics.median(b / m for b, m in zip(bound, mine))
 
 
 def main(argv=None) -> int:
@@ -241,7 +257,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help=f"{N_QUICK:,} samples instead of {N_TRAIN:,}")
     ap.add_argument("--threads", type=int, default=None, help="threads per contender (default: all cores)")
     ap.add_argument("--only", default=None, help="comma-separated contenders: " + ",".join(CONTENDERS))
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of all contenders; the table shows the median")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of all contenders; the table shows medians over rounds")
     ap.add_argument("--tf-python", default=os.environ.get("MLPLAB_BENCH_TF_PYTHON"),
                     help="Python interpreter with TensorFlow + Keras for the keras_tf contender "
                          "(default: this one, or $MLPLAB_BENCH_TF_PYTHON)")
@@ -277,22 +294,23 @@ def main(argv=None) -> int:
             print(f"  round {round_ + 1}: {name} {r.get('seconds')}", file=sys.stderr)
     first = next((r for r in results.values() if "source" in r), {})
     print(f"data: {first.get('source', '?')}, {n:,} samples, batch {BATCH}, SGD lr {LR}, dropout {RATE}, "
-          f"threads {first.get('threads', '?')}; median of {args.rounds} rounds of (1 warm-up + 1 timed epoch) "
-          "in fresh processes")
-    bound = statistics.median(results["gemm"]["seconds"]) if results.get("gemm", {}).get("seconds") else None
+          f"threads {first.get('threads', '?')}; {args.rounds} rounds, each contender in a fresh process per round "
+          f"(1 warm-up + {EPOCHS_TIMED} timed epochs, their median)")
     print(f"| {'contender':<58} | s/epoch | fraction of bound | note")
     print(f"|{'-' * 60}|---------|-------------------|-----")
+    fractions = {}
     for name in names:
         r = results[name]
         if r.get("seconds"):
             med = statistics.median(r["seconds"])
-            frac = f"{bound / med:.2f}" if bound else "n/a"
-            spread = f"runs {', '.join(f'{s:.2f}' for s in r['seconds'])}"
+            fractions[name] = _paired_fraction(results, name)
+            frac = f"{fractions[name]:.2f}" if fractions[name] is not None else "n/a"
+            spread = f"rounds {', '.join(f'{s:.2f}' for s in r['seconds'])}"
             print(f"| {CONTENDERS[name]:<58} | {med:7.2f} | {frac:>17} | {r.get('note') or ''} {spread}".rstrip())
         else:
             print(f"| {CONTENDERS[name]:<58} |       - |                 - | {r.get('note')}")
-    mine = results.get("mlplab", {}).get("seconds")
-    print(f"mlplab/gemm = {bound / statistics.median(mine):.2f}" if bound and mine else "mlplab/gemm = n/a")
+    mine = fractions.get("mlplab")
+    print(f"mlplab/gemm = {mine:.2f}" if mine is not None else "mlplab/gemm = n/a")
     return 0
 
 

@@ -76,7 +76,7 @@ class CompiledStep:
         params = []
         for i, (lin, _, _) in enumerate(plan):
             w, b = lin._parameters["weight"], lin._parameters["bias"]  # not via nn.Module.__getattr__: per step
-            if w.dtype != self.dtype or not (w.is_cpu and w.is_contiguous() and b.is_contiguous()):
+            if not (w.dtype == b.dtype == self.dtype and w.is_cpu and w.is_contiguous() and b.is_contiguous()):
                 return None
             ptrs[7 * i], ptrs[7 * i + 1] = w.data_ptr(), b.data_ptr()
             params += (w, b)
