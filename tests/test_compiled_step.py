@@ -78,7 +78,8 @@ def test_compiled_step_matches_the_python_path(k, monkeypatch, spec, settings):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_notebook_net_float32_matches(k, monkeypatch):
+@pytest.mark.parametrize("settings", [SETTINGS[3], SETTINGS[5]], ids=["momentum-wd", "nesterov-wd"])
+def test_notebook_net_float32_matches(k, monkeypatch, settings):
     spec = "512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax"
 
     def run(compiled):
@@ -86,7 +87,7 @@ def test_notebook_net_float32_matches(k, monkeypatch):
             if not compiled:
                 _python_path(m)
             model = build(spec, 784, seed=0)
-            fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+            fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.05, **settings))
             data, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
             out = []
             for _ in range(4):
@@ -147,3 +148,61 @@ def test_a_bad_label_changes_nothing(k):
                           sgd=fused)
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
     assert not any(fused.optimizer.state[p] for p in model.parameters())  # no half-made momentum buffers
+
+
+# --- what the compiled step must refuse or survive (found in review) ----------------------------------------------
+def test_foreign_momentum_buffers_after_double_go_to_the_python_path(k):
+    model = build("8:relu,3:softmax", 4, seed=0)
+    fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    y = torch.randint(0, 3, (6,))
+    engine.train_step(model, torch.randn(6, 4), y, "categorical_crossentropy", sgd=fused)  # float32 buffers
+    model.double()  # the same Parameter objects, now float64; the optimizer still holds float32 buffers
+    x64 = torch.randn(6, 4, dtype=torch.float64)
+    step = compiled_step.for_model(model, fused, k, x64)
+    assert step is not None
+    assert step(model, x64, y, None, fused) is None  # never handed to C as float64 memory
+
+
+def test_labels_off_the_cpu_go_to_the_python_path(k):
+    model = build("8:relu,3:softmax", 4, seed=0)
+    fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.1))
+    x = torch.randn(6, 4)
+    step = compiled_step.for_model(model, fused, k, x)
+    assert step(model, x, torch.zeros(6, dtype=torch.int64, device="meta"), None, fused) is None
+
+
+def test_an_interrupted_first_momentum_step_leaves_no_buffers(k, monkeypatch):
+    model = build("8:relu,dropout:0.5,3:softmax", 4, seed=0)
+    fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
+    from mlplab.model import masks
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(masks, "draw_keys", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            engine.train_step(model, torch.randn(6, 4), torch.randint(0, 3, (6,)), "categorical_crossentropy",
+                              sgd=fused)
+    assert not any(fused.optimizer.state[p] for p in model.parameters())
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_an_empty_batch_is_refused_on_both_paths(k, monkeypatch, compiled):
+    if not compiled:
+        _python_path(monkeypatch)
+    model = build("8:relu,3:softmax", 4, seed=0)
+    fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1))
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(MlplabError, match="empty batch"):
+        engine.train_step(model, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), "categorical_crossentropy",
+                          sgd=fused)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+def test_the_compiled_step_tells_autograd_about_its_writes(k):
+    model = build("8:relu,3:softmax", 4, seed=0)
+    fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.1))
+    versions = [p._version for p in model.parameters()]
+    engine.train_step(model, torch.randn(6, 4), torch.randint(0, 3, (6,)), "categorical_crossentropy", sgd=fused)
+    assert all(p._version > v for p, v in zip(model.parameters(), versions))

@@ -14,6 +14,7 @@ same mask keys drawn from the generator, the same kernels. Results agree with th
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import torch
 
@@ -46,12 +47,14 @@ class CompiledStep:
         self.capacity = 0
         self.buffers: list[torch.Tensor] = []
         self.stats = (ctypes.c_double * 2)()  # the step's (loss sum, correct count)
+        self._lock = threading.Lock()
 
     @staticmethod
     def applies_to(model, dtype: torch.dtype) -> bool:
         plan = model.plan
         return (dtype in _CTYPES and plan[-1][1] == "softmax" and plan[-1][0].out_features > 1
-                and all(act in _ACT_CODES for _, act, _ in plan[:-1]))
+                and all(act in _ACT_CODES for _, act, _ in plan[:-1])
+                and model.input_dim <= _INT_MAX and all(lin.out_features <= _INT_MAX for lin, _, _ in plan))
 
     def _workspace(self, n: int) -> None:
         """z per layer (n x units), dh per layer after the first (n x its inputs), the output gradient (n x C)."""
@@ -70,50 +73,66 @@ class CompiledStep:
 
     def __call__(self, model, x: torch.Tensor, y: torch.Tensor, generator, sgd):
         """(loss_sum, n_correct) as floats, or None when this batch needs the Python path (the caller runs it)."""
-        if not (x.is_contiguous() and y.dtype == torch.int64 and y.is_contiguous() and x.dtype == self.dtype):
+        # Raw pointers go to C: everything it touches must be a contiguous CPU tensor of the expected dtype and
+        # shape, or the Python path (which checks and raises) runs instead.
+        n = x.shape[0]
+        if not (x.is_contiguous() and x.dtype == self.dtype and y.is_cpu and y.dtype == torch.int64
+                and y.is_contiguous() and 0 < n <= _INT_MAX):
             return None
-        ptrs, plan = self.ptrs, self.plan
+        with self._lock:  # one step at a time: the pointers, keys and work buffers are shared
+            return self._step(x, y, n, generator, sgd)
+
+    def _step(self, x, y, n, generator, sgd):
+        ptrs, plan, dims = self.ptrs, self.plan, self.dims
         params = []
         for i, (lin, _, _) in enumerate(plan):
             w, b = lin._parameters["weight"], lin._parameters["bias"]  # not via nn.Module.__getattr__: per step
-            if not (w.dtype == b.dtype == self.dtype and w.is_cpu and w.is_contiguous() and b.is_contiguous()):
+            if not (_fits(w, self.dtype, (dims[i + 1], dims[i])) and _fits(b, self.dtype, (dims[i + 1],))):
                 return None
             ptrs[7 * i], ptrs[7 * i + 1] = w.data_ptr(), b.data_ptr()
             params += (w, b)
-        mu, init = sgd.momentum, False
+        mu, new_bufs = sgd.momentum, None
         if mu:
             state = sgd.optimizer.state
             bufs = [state[p].get("momentum_buffer") for p in params]
-            missing = sum(buf is None for buf in bufs)
-            if missing == len(bufs):  # torch's first momentum step: the buffers start as the gradient
-                init = True
-                bufs = [state[p].setdefault("momentum_buffer", torch.empty_like(p)) for p in params]
-            elif missing:
-                return None  # buffers from a partial step elsewhere: leave it to the general path
+            if all(buf is None for buf in bufs):
+                # torch's first momentum step: the buffers start as the gradient. They join the optimizer's state
+                # only once the step succeeded, so an interruption cannot leave uninitialised ones behind.
+                bufs = new_bufs = [torch.empty_like(p) for p in params]
+            elif not all(buf is not None and _fits(buf, self.dtype, p.shape) for buf, p in zip(bufs, params)):
+                return None  # partial or foreign buffers (another dtype after model.double()): the Python path
             for i in range(self.n_layers):
                 ptrs[7 * i + 2], ptrs[7 * i + 3] = bufs[2 * i].data_ptr(), bufs[2 * i + 1].data_ptr()
                 ptrs[7 * i + 4] = sgd._scratch(params[2 * i]).data_ptr()
         else:
             for i in range(self.n_layers):
                 ptrs[7 * i + 2] = ptrs[7 * i + 3] = ptrs[7 * i + 4] = None
-        n = x.shape[0]
         self._workspace(n)
         if self.dropout_layers:
             for i, key in zip(self.dropout_layers, masks.draw_keys(len(self.dropout_layers), generator, x.device)):
                 self.keys[i] = key % 2 ** 64
         k = self.k
-        rc = k.train_step(k.gemm, self.n_layers, self.dims, self.acts, self.thresholds, self.scales, self.keys, ptrs,
-                          x.data_ptr(), y.data_ptr(), n, sgd.lr, mu, sgd.weight_decay, int(sgd.nesterov), int(init),
-                          self.stats)
-        if rc != -1 and init:
-            for p in params:  # nothing was computed: no momentum buffers of uninitialised memory may stay
-                del sgd.optimizer.state[p]["momentum_buffer"]
+        rc = k.train_step(k.gemm, self.n_layers, dims, self.acts, self.thresholds, self.scales, self.keys, ptrs,
+                          x.data_ptr(), y.data_ptr(), n, sgd.lr, mu, sgd.weight_decay, int(sgd.nesterov),
+                          int(new_bufs is not None), self.stats)
+        if rc == -1:
+            if new_bufs is not None:
+                for p, buf in zip(params, new_bufs):
+                    sgd.optimizer.state[p]["momentum_buffer"] = buf
+            # written through pointers: tell autograd, as an in-place PyTorch op would
+            torch.autograd.graph.increment_version(params)
+            return self.stats[0], self.stats[1]
         if rc >= 0:
-            c = self.dims[self.n_layers]
+            c = dims[self.n_layers]
             raise MlplabError(f"label {int(y[rc])} is outside 0..{c - 1} (the model has {c} outputs)")
-        if rc == -2:
-            raise MemoryError("out of memory in the compiled training step")
-        return self.stats[0], self.stats[1]
+        raise MemoryError("out of memory in the compiled training step")
+
+
+_INT_MAX = 2 ** 31 - 1  # BLAS's sizes are 32-bit ints (LP64)
+
+
+def _fits(t: torch.Tensor, dtype: torch.dtype, shape) -> bool:
+    return t.dtype == dtype and t.is_cpu and t.is_contiguous() and tuple(t.shape) == tuple(shape)
 
 
 def for_model(model, sgd, k: Kernels | None, x: torch.Tensor) -> CompiledStep | None:

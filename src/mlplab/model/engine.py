@@ -196,6 +196,8 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
     backward instead (p.grad untouched; see fused_sgd.py).
     """
     _check(model, x, y, loss)
+    if x.shape[0] == 0:
+        raise MlplabError("cannot take a training step on an empty batch")
     if sgd is not None:
         sgd.begin()
     # Per-step Python work is a visible share of a step at batch 128 (~50 us of ~3 ms), so the loops below read

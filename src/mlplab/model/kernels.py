@@ -16,10 +16,12 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -29,6 +31,7 @@ SOURCE = Path(__file__).with_name("kernels.c")
 # -ffp-contract=off: no a*b+c contracted into an FMA, so results equal PyTorch's bit for bit. No -march=native:
 # a cache shared between machines (a network home) must not hand one CPU another's instructions.
 FLAGS = ("-O3", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno")
+LIBS = ("-lm",)  # exp/log: linked explicitly rather than borrowed from whatever the process loaded
 _TYPES = {torch.float32: ("f32", ctypes.c_float), torch.float64: ("f64", ctypes.c_double)}
 
 _lock = threading.Lock()
@@ -70,7 +73,28 @@ def _blas_gemm(suffix: str) -> int | None:
         fn = getattr(lib, ("sgemm_" if suffix == "f32" else "dgemm_"))
     except (OSError, AttributeError):
         return None
-    return ctypes.cast(fn, ctypes.c_void_p).value
+    address = ctypes.cast(fn, ctypes.c_void_p).value
+    return address if _gemm_works(address, suffix) else None
+
+
+def _gemm_works(address: int, suffix: str) -> bool:
+    """One small product through the pointer against torch.mm: a BLAS with other integer sizes (ILP64) or
+    conventions is left unused instead of corrupting memory."""
+    dtype, ctype = (torch.float32, ctypes.c_float) if suffix == "f32" else (torch.float64, ctypes.c_double)
+    i32, ptr = ctypes.POINTER(ctypes.c_int), ctypes.c_void_p
+    gemm = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, i32, i32, i32, ctypes.POINTER(ctype), ptr, i32,
+                            ptr, i32, ctypes.POINTER(ctype), ptr, i32)(address)
+    a = torch.arange(1.0, 7.0, dtype=dtype).view(2, 3)    # row-major (2, 3)
+    b = torch.arange(1.0, 13.0, dtype=dtype).view(3, 4)   # row-major (3, 4)
+    c = torch.full((2, 4), -1.0, dtype=dtype)
+    sentinel = torch.full((4,), 7.0, dtype=dtype)          # must stay untouched
+    guard = torch.cat([c.flatten(), sentinel])
+    ints = [ctypes.c_int(v) for v in (4, 2, 3, 4, 3, 4)]  # m, n, k, ldb(=B's row length), lda, ldc
+    m, n, k, ld_b, ld_a, ld_c = (ctypes.byref(v) for v in ints)
+    # C^T (4 x 2) = B^T (4 x 3) A^T (3 x 2) in column-major terms: gemm(N, N, 4, 2, 3, 1, B, 4, A, 3, 0, C, 4)
+    gemm(b"N", b"N", m, n, k, ctypes.byref(ctype(1.0)), b.data_ptr(), ld_b, a.data_ptr(), ld_a,
+         ctypes.byref(ctype(0.0)), guard.data_ptr(), ld_c)
+    return bool(torch.equal(guard[:8].view(2, 4), a @ b) and torch.equal(guard[8:], sentinel))
 
 
 def for_tensor(t: torch.Tensor) -> Kernels | None:
@@ -123,7 +147,7 @@ def _cache_root() -> Path:
 def library_path(source: bytes | None = None) -> Path:
     """Where the built library is cached: one folder per (source, flags, machine type)."""
     source = SOURCE.read_bytes() if source is None else source
-    digest = hashlib.sha256(source + repr((FLAGS, platform.machine(), platform.system())).encode()).hexdigest()
+    digest = hashlib.sha256(source + repr((FLAGS, LIBS, platform.machine(), platform.system())).encode()).hexdigest()
     return _cache_root() / digest[:16] / "libmlplab_kernels.so"
 
 
@@ -148,38 +172,58 @@ def _load() -> "tuple[dict[torch.dtype, Kernels] | None, str]":
     lib.mlplab_kernels_version.restype = ctypes.c_int
     if lib.mlplab_kernels_version() != VERSION:
         return None, f"PyTorch fallback (stale kernel library {lib_path})"
-    return {dtype: Kernels(lib, suffix, ctype) for dtype, (suffix, ctype) in _TYPES.items()}, \
-        f"compiled C kernels ({lib_path})"
+    loaded = {dtype: Kernels(lib, suffix, ctype) for dtype, (suffix, ctype) in _TYPES.items()}
+    whole_step = ("the whole step in C on PyTorch's BLAS" if loaded[torch.float32].gemm is not None
+                  else "this PyTorch exports no usable BLAS gemm, so steps run op by op")
+    return loaded, f"compiled C kernels, {whole_step} ({lib_path})"
 
 
 def _build(source: bytes, folder: Path, lib_path: Path) -> str | None:
     """Compile kernels.c into lib_path atomically; returns why it could not, or None."""
-    compiler = os.environ.get("CC", "").strip() or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if not compiler:
+    cc_env = os.environ.get("CC", "").strip()
+    command = shlex.split(cc_env) if cc_env else [shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")]
+    if not command or not command[0]:
         return "no C compiler found; install gcc or set CC"
+    compiler = " ".join(command)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(folder)
         fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=folder)
+        os.close(fd)
+        src = Path(tmp).with_suffix(".c")
+        src.write_bytes(source)
     except OSError as exc:
         return f"cannot write the kernel cache {folder}: {exc.strerror or exc}"
-    os.close(fd)
-    src = Path(tmp).with_suffix(".c")
     try:
-        src.write_bytes(source)
         for extra in ((), ("-DMLPLAB_NO_CLONES",)):  # without run-time CPU dispatch if the compiler refuses it
-            proc = subprocess.run([compiler, *FLAGS, *extra, "-o", tmp, str(src)], capture_output=True, text=True,
-                                  timeout=120)
+            try:
+                proc = subprocess.run([*command, *FLAGS, *extra, "-o", tmp, str(src), *LIBS], capture_output=True,
+                                      text=True, timeout=120)
+            except subprocess.TimeoutExpired:
+                return f"the C compiler {compiler} took over 120 s"
+            except OSError as exc:
+                return f"the C compiler {compiler} could not run: {exc.strerror or exc}"
             if proc.returncode == 0:
                 break
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
             return f"the C compiler {compiler} failed: {detail[0] if detail else 'exit ' + str(proc.returncode)}"
-        os.replace(tmp, lib_path)
+        try:
+            os.replace(tmp, lib_path)
+        except OSError as exc:
+            return f"cannot write the kernel cache {folder}: {exc.strerror or exc}"
         return None
-    except subprocess.TimeoutExpired:
-        return f"the C compiler {compiler} took over 120 s"
-    except OSError as exc:
-        return f"the C compiler {compiler} could not run: {exc.strerror or exc}"
     finally:
         src.unlink(missing_ok=True)
         Path(tmp).unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Temporary files of builds killed an hour or more ago (a build takes about a second)."""
+    cutoff = time.time() - 3600
+    for leftover in [*folder.glob("*.so.tmp"), *folder.glob("*.so.c")]:
+        try:
+            if leftover.stat().st_mtime < cutoff:
+                leftover.unlink()
+        except OSError:
+            pass  # another process's file, or already gone

@@ -90,9 +90,14 @@ def mask_words(key, n_words: int, device) -> torch.Tensor:
 def mask_from_key(like: torch.Tensor, rate: float, key) -> torch.Tensor:
     """The inverted-dropout mask shaped like `like`: 0 for dropped units, mask_scale(rate) for kept ones."""
     n = like.numel()
-    u16 = mask_words(key, (n + 3) // 4, like.device).view(torch.int16)[:n].view(like.shape)  # little-endian
-    mask = torch.empty_like(like).copy_(u16)  # the same integers as floats (exact)
-    torch.lt(mask, keep_units(rate) - 32768, out=mask)  # a float-output compare: faster than a bool pass
+    u16 = mask_words(key, (n + 3) // 4, like.device).view(torch.int16)[:n].view(like.shape)  # memory order
+    threshold = keep_units(rate) - 32768
+    if like.dtype in (torch.float32, torch.float64):
+        # float32/64 hold every 16-bit integer exactly, and a float-output compare is faster than a bool pass
+        mask = torch.empty_like(like).copy_(u16)
+        torch.lt(mask, threshold, out=mask)
+    else:  # float16/bfloat16 would round the draws: compare the integers
+        mask = torch.lt(u16, threshold).to(like.dtype)
     return mask.mul_(mask_scale(rate))
 
 
