@@ -218,7 +218,14 @@ def test_cc_may_carry_arguments(fresh, monkeypatch):
 
 
 @pytest.mark.skipif(not HAVE_CC, reason="no C compiler")
-def test_unwritable_cache_falls_back(fresh):
+def test_unwritable_cache_builds_for_the_process_only(fresh):
     (fresh / "cache").write_text("a file where the cache folder should be")  # fails for root too
+    assert kernels.get() is not None
+    assert "built for this process only: cannot write the kernel cache" in kernels.status()
+
+
+def test_unwritable_cache_and_no_compiler_falls_back(fresh, monkeypatch):
+    (fresh / "cache").write_text("a file where the cache folder should be")
+    monkeypatch.setenv("CC", "/nonexistent/cc")
     assert kernels.get() is None
     assert kernels.status().startswith("PyTorch fallback (cannot write the kernel cache")

@@ -157,25 +157,38 @@ def _load() -> "tuple[dict[torch.dtype, Kernels] | None, str]":
     source = SOURCE.read_bytes()
     lib_path = library_path(source)
     folder = lib_path.parent
-    if not lib_path.exists():
-        error = _build(source, folder, lib_path)
-        if error:
-            return None, f"PyTorch fallback ({error})"
-    try:
-        lib = ctypes.CDLL(str(lib_path))
-    except OSError:
-        # a damaged cache file (the build itself is atomic): build again once, then give up
-        error = _build(source, folder, lib_path)
-        if error:
-            return None, f"PyTorch fallback ({error})"
-        lib = ctypes.CDLL(str(lib_path))
+    where = str(lib_path)
+    error = None if lib_path.exists() else _build(source, folder, lib_path)
+    if error and error.startswith("cannot write the kernel cache"):
+        # a read-only home: build for this process only, in a private folder (never a shared, predictable path
+        # another user could plant a library in); the loaded library stays mapped after the folder is removed
+        private = Path(tempfile.mkdtemp(prefix="mlplab-kernels-"))
+        try:
+            error2 = _build(source, private, private / lib_path.name)
+            if error2:
+                return None, f"PyTorch fallback ({error}; {error2})"
+            lib = ctypes.CDLL(str(private / lib_path.name))
+        finally:
+            shutil.rmtree(private, ignore_errors=True)
+        where = f"built for this process only: {error}"
+    elif error:
+        return None, f"PyTorch fallback ({error})"
+    else:
+        try:
+            lib = ctypes.CDLL(str(lib_path))
+        except OSError:
+            # a damaged cache file (the build itself is atomic): build again once, then give up
+            error = _build(source, folder, lib_path)
+            if error:
+                return None, f"PyTorch fallback ({error})"
+            lib = ctypes.CDLL(str(lib_path))
     lib.mlplab_kernels_version.restype = ctypes.c_int
     if lib.mlplab_kernels_version() != VERSION:
-        return None, f"PyTorch fallback (stale kernel library {lib_path})"
+        return None, f"PyTorch fallback (stale kernel library {where})"
     loaded = {dtype: Kernels(lib, suffix, ctype) for dtype, (suffix, ctype) in _TYPES.items()}
     whole_step = ("the whole step in C on PyTorch's BLAS" if loaded[torch.float32].gemm is not None
                   else "this PyTorch exports no usable BLAS gemm, so steps run op by op")
-    return loaded, f"compiled C kernels, {whole_step} ({lib_path})"
+    return loaded, f"compiled C kernels, {whole_step} ({where})"
 
 
 def _build(source: bytes, folder: Path, lib_path: Path) -> str | None:

@@ -155,7 +155,7 @@ class Trainer:
             callbacks=(), initial_epoch: int | None = None, split_seed: int | None = None) -> History:
         """Train until `epochs` epochs are done in total (Keras's initial_epoch meaning for continued runs)."""
         from mlplab.data import train_val_split
-        from mlplab.model import engine
+        from mlplab.model import engine, kernels
 
         if not isinstance(epochs, int) or epochs < 1:
             raise MlplabError(f"epochs must be an integer >= 1 (got {epochs!r})")
@@ -197,6 +197,8 @@ class Trainer:
         self._begin(callbacks)
 
         check_each_batch = dev.type == "cpu"  # a host sync per batch is free on the CPU, not on a GPU
+        if dev.type == "cpu":
+            kernels.get()  # built on first use (about a second): before the epoch clock starts, not inside it
         # SGD's update runs inside the backward (model/fused_sgd.py); other optimizers step from .grad
         fused = FusedSGD(self.optimizer) if isinstance(self.optimizer, torch.optim.SGD) else None
         with _ctrl_c_finishes_batch(self):
