@@ -6,14 +6,16 @@ large fraction on top. Here each step is: addmm per layer, the activation in pla
 counter-based mask (model/masks.py: generated in the forward, regenerated in the backward, never stored; compiled
 element-wise kernels on the CPU, model/kernels.py), the loss gradient in closed form ((softmax(z) - y) / N for
 softmax + cross-entropy, (sigmoid(z) - y) / (N C) for sigmoid + binary cross-entropy), then the backward products
-written straight into each parameter's .grad, so any torch.optim optimizer can step them.
+written straight into each parameter's .grad, so any torch.optim optimizer can step them. On the CPU, with a
+FusedSGD and a net of relu/linear hidden layers, softmax and cross-entropy on integer labels, the same step runs
+as one compiled call instead (model/compiled_step.py; tests/test_compiled_step.py checks it against this code).
 
 Contract (docs/INTERNALS.md):
 - train_step(model, x, y, loss, generator=None) -> (loss_sum, n_correct): 0-d tensors on the model's device, or
   Python floats where the compiled CPU kernel computed them (float() reads both); no host sync inside (nothing
-  calls .item()), so it runs unchanged on CUDA tensors. p.grad is *overwritten* with the
-  gradient of the mean loss over the batch (no zero_grad needed; existing .grad storage is reused, which avoids an
-  allocation per step).
+  calls .item()), so it runs unchanged on CUDA tensors. p.grad is *overwritten* with the gradient of the mean loss
+  over the batch (no zero_grad needed; existing .grad storage is reused, which avoids an allocation per step). An
+  empty batch is an MlplabError.
 - Dropout is always on in train_step (it is a training step). Each step draws one 64-bit key per dropout layer
   with a rate > 0 from `generator` (torch's default RNG when None; one random_ call for all layers, in layer
   order); a layer's mask is masks.mask_from_key(output, rate, key). The keep probability is 1 - rate rounded to a
