@@ -17,7 +17,7 @@ def engine_path(request, monkeypatch):
     testing the fallback twice.
     """
     if request.param == "pytorch":
-        monkeypatch.setattr(kernels, "get", lambda: None)
+        monkeypatch.setattr(kernels, "for_tensor", lambda t: None)
     elif kernels.get() is None:
         if shutil.which("cc") or shutil.which("gcc"):
             pytest.fail(f"a C compiler is installed but the kernels did not load: {kernels.status()}")

@@ -207,3 +207,10 @@ def test_draw_mask_distribution(rate):
     assert values <= {0.0, scale} and scale in values
     assert abs((mask > 0).double().mean().item() - keep) < 5 * (keep * (1 - keep) / mask.numel()) ** 0.5 + 1e-4
     assert abs(mask.double().mean().item() - 1.0) < 0.02 / keep  # inverted scaling keeps the mean at 1
+
+
+def test_each_path_is_the_one_asked_for(engine_path):
+    """The fixture is not vacuous: the compiled softmax kernel returns a float, the PyTorch form a tensor."""
+    model = build("8:relu,dropout:0.5,3:softmax", 4, seed=0)
+    loss_sum, _ = engine.train_step(model, torch.randn(6, 4), torch.randint(0, 3, (6,)), "categorical_crossentropy")
+    assert isinstance(loss_sum, float if engine_path == "compiled" else torch.Tensor)

@@ -149,10 +149,12 @@ def test_whole_step_same_masks_and_gradients_on_both_paths(k, monkeypatch):
     gen = torch.Generator().manual_seed(0)
     x, y = torch.rand(128, 784, generator=gen), torch.randint(0, 10, (128,), generator=gen)
     model = build(spec, 784, seed=0)
-    engine.train_step(model, x, y, "categorical_crossentropy", torch.Generator().manual_seed(1))
+    loss_c, _ = engine.train_step(model, x, y, "categorical_crossentropy", torch.Generator().manual_seed(1))
     compiled = [p.grad.clone() for p in model.parameters()]
-    monkeypatch.setattr(kernels, "get", lambda: None)
-    engine.train_step(model, x, y, "categorical_crossentropy", torch.Generator().manual_seed(1))
+    monkeypatch.setattr(kernels, "for_tensor", lambda t: None)
+    loss_t, _ = engine.train_step(model, x, y, "categorical_crossentropy", torch.Generator().manual_seed(1))
+    assert isinstance(loss_c, float) and isinstance(loss_t, torch.Tensor)  # really the two paths
+    assert float(loss_c) == pytest.approx(float(loss_t), rel=1e-5)
     for a, p in zip(compiled, model.parameters()):
         assert ((a == 0) == (p.grad == 0)).float().mean() > 0.999  # the same units dropped
         torch.testing.assert_close(a, p.grad, rtol=1e-4, atol=1e-6)
@@ -229,3 +231,22 @@ def test_unwritable_cache_and_no_compiler_falls_back(fresh, monkeypatch):
     monkeypatch.setenv("CC", "/nonexistent/cc")
     assert kernels.get() is None
     assert kernels.status().startswith("PyTorch fallback (cannot write the kernel cache")
+
+
+def test_cli_trains_without_a_compiler_and_says_so(tmp_path):
+    """A machine without a working C compiler: training works, on PyTorch ops, with one note on stderr."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CC="/nonexistent/cc", XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.pop("MLPLAB_KERNELS", None)
+    proc = subprocess.run([sys.executable, "-m", "mlplab", "train", "--data", "digits", "--epochs", "1",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    notes = [ln for ln in proc.stderr.splitlines() if ln.startswith("mlplab: note:")]
+    assert notes == ["mlplab: note: training uses the slower PyTorch fallback (the C compiler /nonexistent/cc "
+                     "could not run: No such file or directory)"]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["environment"]["cpu_kernels"].startswith("PyTorch fallback (the C compiler")
