@@ -50,41 +50,36 @@ static inline void mask_block(int16_t *s, uint64_t key, int64_t base, int64_t m)
     memcpy(s, w, (size_t)nw * sizeof w[0]);
 }
 
-#define DEFINE_KERNELS(T, SUFFIX)                                                                        \
-    /* a <- relu(a) * mask: the forward of a relu layer followed by dropout, in place */                 \
-    HOT void mlplab_relu_dropout_forward_##SUFFIX(T *a, int64_t n, uint64_t key, int32_t threshold,    \
-                                                  T scale) {                                           \
-        int16_t s[BLOCK];                                                                                \
-        for (int64_t base = 0; base < n; base += BLOCK) {                                                \
-            int64_t m = n - base < BLOCK ? n - base : BLOCK;                                             \
-            mask_block(s, key, base, m);                                                                 \
-            T *ab = a + base;                                                                            \
-            for (int64_t i = 0; i < m; i++) {                                                            \
-                T v = ab[i];                                                                             \
-                v = v < (T)0 ? (T)0 : v; /* relu; NaN stays NaN */                                      \
-                ab[i] = v * (s[i] < threshold ? scale : (T)0);                                           \
+/* STMT for every element i of [0, n) with f = its mask factor (scale if kept, else 0), block by block. */
+#define FOR_EACH_MASKED(T, n, key, threshold, scale, STMT)                                               \
+    do {                                                                                                 \
+        int16_t s_[BLOCK];                                                                               \
+        for (int64_t base_ = 0; base_ < (n); base_ += BLOCK) {                                           \
+            int64_t m_ = (n) - base_ < BLOCK ? (n) - base_ : BLOCK;                                      \
+            mask_block(s_, (key), base_, m_);                                                            \
+            for (int64_t j_ = 0; j_ < m_; j_++) {                                                        \
+                int64_t i = base_ + j_;                                                                  \
+                T f = s_[j_] < (threshold) ? (scale) : (T)0;                                             \
+                STMT;                                                                                    \
             }                                                                                            \
         }                                                                                                \
+    } while (0)
+
+#define DEFINE_KERNELS(T, SUFFIX)                                                                        \
+    /* a <- relu(a) * mask: the forward of a relu layer followed by dropout, in place (NaN stays NaN) */ \
+    HOT void mlplab_relu_dropout_forward_##SUFFIX(T *a, int64_t n, uint64_t key, int32_t threshold,    \
+                                                  T scale) {                                           \
+        FOR_EACH_MASKED(T, n, key, threshold, scale, a[i] = (a[i] < (T)0 ? (T)0 : a[i]) * f);            \
     }                                                                                                    \
     /* out <- a * mask (dropout after an activation whose backward needs the unmasked output) */        \
     HOT void mlplab_dropout_forward_##SUFFIX(const T *a, T *out, int64_t n, uint64_t key,              \
                                              int32_t threshold, T scale) {                             \
-        int16_t s[BLOCK];                                                                                \
-        for (int64_t base = 0; base < n; base += BLOCK) {                                                \
-            int64_t m = n - base < BLOCK ? n - base : BLOCK;                                             \
-            mask_block(s, key, base, m);                                                                 \
-            for (int64_t i = 0; i < m; i++) out[base + i] = a[base + i] * (s[i] < threshold ? scale : (T)0); \
-        }                                                                                                \
+        FOR_EACH_MASKED(T, n, key, threshold, scale, out[i] = a[i] * f);                                 \
     }                                                                                                    \
     /* g <- g * mask: dropout's backward, the mask regenerated from its key */                            \
     HOT void mlplab_dropout_backward_##SUFFIX(T *g, int64_t n, uint64_t key, int32_t threshold,        \
                                               T scale) {                                               \
-        int16_t s[BLOCK];                                                                                \
-        for (int64_t base = 0; base < n; base += BLOCK) {                                                \
-            int64_t m = n - base < BLOCK ? n - base : BLOCK;                                             \
-            mask_block(s, key, base, m);                                                                 \
-            for (int64_t i = 0; i < m; i++) g[base + i] *= s[i] < threshold ? scale : (T)0;               \
-        }                                                                                                \
+        FOR_EACH_MASKED(T, n, key, threshold, scale, g[i] *= f);                                         \
     }                                                                                                    \
     /* g <- g * (a > 0 ? scale : 0): relu's backward (scale 1), or relu + dropout's when a is the       \
        masked output (positive exactly where the unit was active and kept; scale = 1 / keep) */         \
