@@ -133,8 +133,8 @@ def test_non_contiguous_batches_and_float_targets_fall_back(k, monkeypatch):
     x = torch.randn(4, 10).t()  # (10, 4), not contiguous
     y = torch.randint(0, 3, (10,))
     step = compiled_step.for_model(model, fused, k, x)
-    assert step is not None and step(model, x, y, None, fused) is None
-    assert step(model, x.contiguous(), torch.eye(3)[y], None, fused) is None  # one-hot targets
+    assert step is not None and step(x, y, None, fused) is None
+    assert step(x.contiguous(), torch.eye(3)[y], None, fused) is None  # one-hot targets
     loss_sum, _ = engine.train_step(model, x, y, "categorical_crossentropy", sgd=fused)  # still trains
     assert torch.isfinite(torch.as_tensor(loss_sum))
 
@@ -160,7 +160,7 @@ def test_foreign_momentum_buffers_after_double_go_to_the_python_path(k):
     x64 = torch.randn(6, 4, dtype=torch.float64)
     step = compiled_step.for_model(model, fused, k, x64)
     assert step is not None
-    assert step(model, x64, y, None, fused) is None  # never handed to C as float64 memory
+    assert step(x64, y, None, fused) is None  # never handed to C as float64 memory
 
 
 def test_labels_off_the_cpu_go_to_the_python_path(k):
@@ -168,7 +168,7 @@ def test_labels_off_the_cpu_go_to_the_python_path(k):
     fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.1))
     x = torch.randn(6, 4)
     step = compiled_step.for_model(model, fused, k, x)
-    assert step(model, x, torch.zeros(6, dtype=torch.int64, device="meta"), None, fused) is None
+    assert step(x, torch.zeros(6, dtype=torch.int64, device="meta"), None, fused) is None
 
 
 def test_an_interrupted_first_momentum_step_leaves_no_buffers(k, monkeypatch):

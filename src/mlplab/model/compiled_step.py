@@ -18,8 +18,7 @@ import threading
 
 import torch
 
-from mlplab.errors import MlplabError
-from mlplab.model import masks
+from mlplab.model import kernels, masks
 from mlplab.model.kernels import Kernels
 
 RELU, DROPOUT = 1, 2  # the bits of kernels.c's acts[]
@@ -71,7 +70,7 @@ class CompiledStep:
         self.ptrs[7 * self.n_layers] = dz.data_ptr()
         self.capacity = n
 
-    def __call__(self, model, x: torch.Tensor, y: torch.Tensor, generator, sgd):
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator, sgd):
         """(loss_sum, n_correct) as floats, or None when this batch needs the Python path (the caller runs it)."""
         # Raw pointers go to C: everything it touches must be a contiguous CPU tensor of the expected dtype and
         # shape, or the Python path (which checks and raises) runs instead.
@@ -103,7 +102,7 @@ class CompiledStep:
                 return None  # partial or foreign buffers (another dtype after model.double()): the Python path
             for i in range(self.n_layers):
                 ptrs[7 * i + 2], ptrs[7 * i + 3] = bufs[2 * i].data_ptr(), bufs[2 * i + 1].data_ptr()
-                ptrs[7 * i + 4] = sgd._scratch(params[2 * i]).data_ptr()
+                ptrs[7 * i + 4] = sgd.scratch(params[2 * i]).data_ptr()
         else:
             for i in range(self.n_layers):
                 ptrs[7 * i + 2] = ptrs[7 * i + 3] = ptrs[7 * i + 4] = None
@@ -123,8 +122,7 @@ class CompiledStep:
             torch.autograd.graph.increment_version(params)
             return self.stats[0], self.stats[1]
         if rc >= 0:
-            c = dims[self.n_layers]
-            raise MlplabError(f"label {int(y[rc])} is outside 0..{c - 1} (the model has {c} outputs)")
+            raise kernels.label_out_of_range(int(y[rc]), dims[self.n_layers])
         raise MemoryError("out of memory in the compiled training step")
 
 
@@ -136,10 +134,11 @@ def _fits(t: torch.Tensor, dtype: torch.dtype, shape) -> bool:
 
 
 def for_model(model, sgd, k: Kernels | None, x: torch.Tensor) -> CompiledStep | None:
-    """The model's compiled step (made once and kept on the FusedSGD), or None where it does not apply."""
+    """The model's compiled step (made once and kept on the FusedSGD, by model), or None where it does not
+    apply."""
     if k is None or k.gemm is None:
         return None
-    cache = sgd.__dict__.setdefault("_compiled_steps", {})
+    cache = sgd.compiled_steps
     entry = cache.get(id(model))
     if entry is None or entry[0] is not model.plan or entry[1] is not x.dtype:
         step = CompiledStep(model, k, x.dtype) if CompiledStep.applies_to(model, x.dtype) else None

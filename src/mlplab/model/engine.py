@@ -183,7 +183,7 @@ def _training_loss(z: torch.Tensor, y: torch.Tensor, loss: str, act: str, k):
         stats = (ctypes.c_double * 2)()  # (loss sum, correct count); per call: ctypes lets other threads run
         bad = k.softmax_xent(z.data_ptr(), y.data_ptr(), dz.data_ptr(), n, c, 1.0 / n, stats)
         if bad >= 0:
-            raise MlplabError(f"label {int(y[bad])} is outside 0..{c - 1} (the model has {c} outputs)")
+            raise kernels.label_out_of_range(int(y[bad]), c)
         return stats[0], stats[1], dz
     loss_sum, out, dz = _output_loss(z, y, loss, act, need_grad=True)
     return loss_sum, _n_correct(out, y, loss), dz
@@ -208,7 +208,7 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
     if sgd is not None and loss == "categorical_crossentropy":
         step = compiled_step.for_model(model, sgd, k, x)  # the whole step in one compiled call, where it applies
         if step is not None:
-            result = step(model, x, y, generator, sgd)
+            result = step(x, y, generator, sgd)
             if result is not None:
                 return result
     plan = model.plan
@@ -370,8 +370,7 @@ def reference_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
     """train_step computed by torch.autograd: same masks (same generator draws), p.grad overwritten."""
     _check(model, x, y, loss)
     plan = model.plan
-    n_dropout = sum(1 for _, _, rate in plan[:-1] if rate > 0.0)
-    keys = iter(masks.draw_keys(n_dropout, generator, x.device)) if n_dropout else None
+    keys = iter(masks.draw_keys(model.n_dropout, generator, x.device)) if model.n_dropout else None
     h = x
     for i, (lin, act, rate) in enumerate(plan):
         z = F.linear(h, lin.weight, lin.bias)  # (N, units)

@@ -29,6 +29,7 @@ class FusedSGD:
             raise MlplabError("FusedSGD supports SGD without dampening and without maximize")
         self.optimizer = optimizer
         self._buffers: dict[torch.Tensor, torch.Tensor] = {}
+        self.compiled_steps: dict = {}  # id(model) -> compiled_step.for_model's entry
         self.begin()
 
     def begin(self) -> None:
@@ -55,7 +56,7 @@ class FusedSGD:
             p.add_(buf, alpha=-lr)
             return
         # first momentum step, or Nesterov (which needs G itself): the gradient in a reused scratch tensor
-        self._dense(p, torch.mm(dz.t(), h_in, out=self._scratch(p)), state)
+        self._dense(p, torch.mm(dz.t(), h_in, out=self.scratch(p)), state)
 
     def update_bias(self, p: torch.Tensor, dz: torch.Tensor, k=None) -> None:
         """Step p (out,) with the gradient dz.sum(0); k: kernels.for_tensor(p) from the engine, or None."""
@@ -72,7 +73,7 @@ class FusedSGD:
                 return
             if init:
                 del state["momentum_buffer"]  # out of memory in the kernel: nothing was written, do it below
-        self._dense(p, torch.sum(dz, 0, out=self._scratch(p)), state)
+        self._dense(p, torch.sum(dz, 0, out=self.scratch(p)), state)
 
     def _dense(self, p: torch.Tensor, g: torch.Tensor, state) -> None:
         # torch.optim.SGD's single-tensor update, step for step (g may be modified: it is scratch)
@@ -90,7 +91,7 @@ class FusedSGD:
                 g = buf
         p.add_(g, alpha=-self.lr)
 
-    def _scratch(self, p: torch.Tensor) -> torch.Tensor:
+    def scratch(self, p: torch.Tensor) -> torch.Tensor:
         # one gradient-sized buffer per parameter, allocated once (kept on the object, not in .grad)
         buf = self._buffers.get(p)
         if buf is None or buf.shape != p.shape or buf.device != p.device or buf.dtype != p.dtype:

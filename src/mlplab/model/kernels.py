@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from mlplab.errors import MlplabError
+
 VERSION = 4  # kernels.c's mlplab_kernels_version()
 SOURCE = Path(__file__).with_name("kernels.c")
 # -ffp-contract=off: no a*b+c contracted into an FMA, so results equal PyTorch's bit for bit. No -march=native:
@@ -42,7 +44,7 @@ _status: str | None = None
 class Kernels:
     """The loaded library's entry points for one dtype, as raw ctypes functions (ctypes converts the arguments;
     pointers are tensor.data_ptr() of contiguous CPU tensors of that dtype; nothing here allocates tensors).
-    masks.py, engine.py and fused_sgd.py call them; see kernels.c for what each computes."""
+    masks.py, engine.py, fused_sgd.py and compiled_step.py call them; see kernels.c for what each computes."""
 
     def __init__(self, lib: ctypes.CDLL, suffix: str, ctype):
         p, i64, u64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_int32, ctypes.c_double
@@ -86,15 +88,19 @@ def _gemm_works(address: int, suffix: str) -> bool:
                             ptr, i32, ctypes.POINTER(ctype), ptr, i32)(address)
     a = torch.arange(1.0, 7.0, dtype=dtype).view(2, 3)    # row-major (2, 3)
     b = torch.arange(1.0, 13.0, dtype=dtype).view(3, 4)   # row-major (3, 4)
-    c = torch.full((2, 4), -1.0, dtype=dtype)
     sentinel = torch.full((4,), 7.0, dtype=dtype)          # must stay untouched
-    guard = torch.cat([c.flatten(), sentinel])
+    guard = torch.cat([torch.full((8,), -1.0, dtype=dtype), sentinel])  # C (2, 4), then the sentinel
     ints = [ctypes.c_int(v) for v in (4, 2, 3, 4, 3, 4)]  # m, n, k, ldb(=B's row length), lda, ldc
     m, n, k, ld_b, ld_a, ld_c = (ctypes.byref(v) for v in ints)
     # C^T (4 x 2) = B^T (4 x 3) A^T (3 x 2) in column-major terms: gemm(N, N, 4, 2, 3, 1, B, 4, A, 3, 0, C, 4)
     gemm(b"N", b"N", m, n, k, ctypes.byref(ctype(1.0)), b.data_ptr(), ld_b, a.data_ptr(), ld_a,
          ctypes.byref(ctype(0.0)), guard.data_ptr(), ld_c)
     return bool(torch.equal(guard[:8].view(2, 4), a @ b) and torch.equal(guard[8:], sentinel))
+
+
+def label_out_of_range(label: int, c: int) -> MlplabError:
+    """The error for a label the loss kernels found outside 0..c-1 (they report the row; nothing was changed)."""
+    return MlplabError(f"label {label} is outside 0..{c - 1} (the model has {c} outputs)")
 
 
 def for_tensor(t: torch.Tensor) -> Kernels | None:

@@ -49,7 +49,7 @@ def mask_scale(rate: float) -> float:
 
 @functools.lru_cache(maxsize=256)
 def kernel_constants(rate: float) -> tuple[int, float]:
-    """(threshold on the signed 16-bit draws, scale of kept units) for the kernels; cached: used every step."""
+    """(threshold on the signed 16-bit draws, scale of kept units); cached: every step uses them."""
     return keep_units(rate) - 32768, mask_scale(rate)
 
 
@@ -91,14 +91,14 @@ def mask_from_key(like: torch.Tensor, rate: float, key) -> torch.Tensor:
     """The inverted-dropout mask shaped like `like`: 0 for dropped units, mask_scale(rate) for kept ones."""
     n = like.numel()
     u16 = mask_words(key, (n + 3) // 4, like.device).view(torch.int16)[:n].view(like.shape)  # memory order
-    threshold = keep_units(rate) - 32768
+    threshold, scale = kernel_constants(rate)
     if like.dtype in (torch.float32, torch.float64):
         # float32/64 hold every 16-bit integer exactly, and a float-output compare is faster than a bool pass
         mask = torch.empty_like(like).copy_(u16)
         torch.lt(mask, threshold, out=mask)
     else:  # float16/bfloat16 would round the draws: compare the integers
         mask = torch.lt(u16, threshold).to(like.dtype)
-    return mask.mul_(mask_scale(rate))
+    return mask.mul_(scale)
 
 
 def draw_mask(like: torch.Tensor, rate: float, generator: torch.Generator | None) -> torch.Tensor:
