@@ -4,23 +4,15 @@ and linear hidden layers with and without dropout, several steps with changing l
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
+from engine_support import SGD_SETTINGS as SETTINGS
+from engine_support import loaded_kernels, settings_id
 
 from mlplab.errors import MlplabError
 from mlplab.model import build, compiled_step, engine, kernels
 from mlplab.model.fused_sgd import FusedSGD
 
-SETTINGS = [
-    dict(momentum=0.0, nesterov=False, weight_decay=0.0),
-    dict(momentum=0.0, nesterov=False, weight_decay=1e-2),
-    dict(momentum=0.9, nesterov=False, weight_decay=0.0),
-    dict(momentum=0.9, nesterov=False, weight_decay=1e-2),
-    dict(momentum=0.8, nesterov=True, weight_decay=0.0),
-    dict(momentum=0.8, nesterov=True, weight_decay=1e-2),
-]
 SPECS = [
     "9:relu,dropout:0.3,7:relu,dropout:0.2,4:softmax",
     "9:linear,dropout:0.4,7:relu,4:softmax",
@@ -32,11 +24,11 @@ SPECS = [
 
 @pytest.fixture
 def k():
-    loaded = kernels.for_tensor(torch.zeros(1, dtype=torch.float64))
-    if loaded is None or loaded.gemm is None:
-        if (shutil.which("cc") or shutil.which("gcc")) and torch.backends.mkl.is_available():
+    loaded = loaded_kernels()[torch.float64]
+    if loaded.gemm is None:
+        if torch.backends.mkl.is_available():
             pytest.fail(f"the compiled step should be available here: {kernels.status()}")
-        pytest.skip("no compiled kernels or no exported BLAS gemm in this PyTorch")
+        pytest.skip("no exported BLAS gemm in this PyTorch")
     return loaded
 
 
@@ -66,7 +58,7 @@ def _run(spec, settings, steps, dtype, monkeypatch, compiled: bool):
         return losses, corrects, params, bufs
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+@pytest.mark.parametrize("settings", SETTINGS, ids=settings_id)
 @pytest.mark.parametrize("spec", SPECS)
 def test_compiled_step_matches_the_python_path(k, monkeypatch, spec, settings):
     steps = [13, 13, 5, 40, 1]  # a short last batch, a larger one (the work buffers grow), a single sample

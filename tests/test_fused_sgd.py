@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_support import SGD_SETTINGS as SETTINGS
+from engine_support import settings_id
 
 from mlplab.errors import MlplabError
 from mlplab.model import build, engine
@@ -14,14 +16,6 @@ from mlplab.model.fused_sgd import FusedSGD
 pytestmark = pytest.mark.usefixtures("engine_path")  # every test on the compiled kernels and on PyTorch ops
 
 SPEC = "9:relu,dropout:0.3,7:tanh,dropout:0.2,4:softmax"
-SETTINGS = [
-    dict(momentum=0.0, nesterov=False, weight_decay=0.0),
-    dict(momentum=0.0, nesterov=False, weight_decay=1e-2),
-    dict(momentum=0.9, nesterov=False, weight_decay=0.0),
-    dict(momentum=0.9, nesterov=False, weight_decay=1e-2),
-    dict(momentum=0.8, nesterov=True, weight_decay=0.0),
-    dict(momentum=0.8, nesterov=True, weight_decay=1e-2),
-]
 
 
 def _pair(settings, lr=0.3):
@@ -32,7 +26,7 @@ def _pair(settings, lr=0.3):
     return model_f, opt_f, model_r, opt_r
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+@pytest.mark.parametrize("settings", SETTINGS, ids=settings_id)
 def test_fused_update_matches_torch_sgd_step(settings):
     model_f, opt_f, model_r, opt_r = _pair(settings)
     fused = FusedSGD(opt_f)

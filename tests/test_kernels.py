@@ -8,11 +8,10 @@ import shutil
 
 import pytest
 import torch
+from engine_support import HAVE_CC, loaded_kernels
 
 from mlplab.errors import MlplabError
 from mlplab.model import build, engine, kernels, masks
-
-HAVE_CC = bool(shutil.which("cc") or shutil.which("gcc"))
 
 
 def _splitmix64(key: int, j: int) -> int:
@@ -27,12 +26,7 @@ def _splitmix64(key: int, j: int) -> int:
 @pytest.fixture
 def k():
     """The float32/float64 kernels; where a compiler exists they must have built."""
-    loaded = kernels.get()
-    if loaded is None:
-        if HAVE_CC:
-            pytest.fail(f"a C compiler is installed but the kernels did not load: {kernels.status()}")
-        pytest.skip("no C compiler")
-    return loaded
+    return loaded_kernels()
 
 
 KEYS = [0, 1, -1, 2 ** 63 - 1, -(2 ** 63), 0x0123456789ABCDEF, -0x5555555555555555]
