@@ -242,6 +242,8 @@ DEFINE_BIAS_SGD(double, f64)
                 for (int64_t i = 0; i < wn; i++) W[i] = W[i] + (T)(-lr) * wbuf[i];                        \
             } else { /* the first momentum step, or Nesterov: the gradient itself is needed */            \
                 gemm_call_##SUFFIX(g, 'N', 'T', d, u, n, 1.0, h_in, d, dz, u, 0.0, G, d);                 \
+                /* bias_sgd_core's update, written out: sharing a per-element helper with it stopped GCC   \
+                   from vectorising this loop (-fopt-info-vec), and Nesterov runs it every step */         \
                 for (int64_t i = 0; i < wn; i++) {                                                        \
                     T gi = wd != 0.0 ? G[i] + (T)wd * W[i] : G[i];                                        \
                     wbuf[i] = init ? gi : (T)mu * wbuf[i] + gi;                                           \
