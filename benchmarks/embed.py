@@ -21,8 +21,8 @@ import numpy as np
 def hidden_vectors(n_all: bool, epochs: int, seed: int, run_dir):
     """Train the notebook net as a real run (so `mlplab embed` can be timed on it) and return dense_2 vectors."""
     from mlplab import activations, load_dataset, open_run, to_features
-    from mlplab.config import TrainOptions
-    from mlplab.train.session import train_run
+    from mlplab.runs.config import TrainOptions
+    from mlplab.runs.session import train_run
 
     ds = load_dataset("fashion-mnist")
     x_train, x_test = to_features(ds.x_train), to_features(ds.x_test)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def mlplab_child(target: float) -> None:
-    from mlplab.config import load_train_config
+    from mlplab.runs.config import load_train_config
     from mlplab.data import load_dataset, to_features
     from mlplab.model import build
     from mlplab.train import Callback, Trainer

@@ -171,7 +171,7 @@ def _toml_text(data, structured) -> str:
 
 
 def target_experiment_toml(data, tmp: Path) -> None:
-    from mlplab.experiment import load_experiment
+    from mlplab.runs.experiment import load_experiment
 
     path = tmp / "exp.toml"
     path.write_text(_toml_text(data, EXPERIMENT), encoding="utf-8", errors="surrogatepass")
@@ -179,7 +179,7 @@ def target_experiment_toml(data, tmp: Path) -> None:
 
 
 def target_train_config_toml(data, tmp: Path) -> None:
-    from mlplab.config import load_train_config
+    from mlplab.runs.config import load_train_config
 
     path = tmp / "train.toml"
     path.write_text(_toml_text(data, OPTIONS), encoding="utf-8", errors="surrogatepass")
@@ -210,7 +210,7 @@ def target_cli_train_flags(data, tmp: Path) -> None:
     for flag in chosen:
         argv += [flag, data.draw(flags[flag], label=flag)]
     if check_cli(argv) == 0:
-        from mlplab.run import open_run
+        from mlplab.runs.folder import open_run
 
         assert len(open_run(tmp / "run").history()) >= 1
 
@@ -387,7 +387,7 @@ def target_image_folder(data, tmp: Path) -> None:
 
 
 def target_predict_image(data, tmp: Path) -> None:
-    from mlplab.inputs import load_image
+    from mlplab.data.inputs import load_image
 
     suffix = data.draw(st.sampled_from([".png", ".jpg", ".gif", ".bmp", ".npy", ".npy", ".jpeg", ".txt", ""]),
                        label="suffix")
@@ -428,8 +428,8 @@ _TEMPLATE: dict[str, Path] = {}
 def template_run(base: Path) -> Path:
     """A real two-epoch digits run (created once per process) that the run-directory targets copy and break."""
     if "run" not in _TEMPLATE:
-        from mlplab.config import TrainOptions
-        from mlplab.train.session import train_run
+        from mlplab.runs.config import TrainOptions
+        from mlplab.runs.session import train_run
 
         opts = TrainOptions.from_mapping(dict(data="digits", model="8:relu,dropout:0.1,10:softmax", epochs=2,
                                               batch_size=256, seed=0))
@@ -521,7 +521,7 @@ def _copy_template(data, tmp: Path) -> Path:
 
 def target_run_dir(data, tmp: Path) -> None:
     """open_run / model() / history() / metrics() / manifest() / split() on a broken copy of a real run."""
-    from mlplab.run import open_run
+    from mlplab.runs.folder import open_run
 
     run_path = _copy_template(data, tmp)
     run = _library(open_run, run_path)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from mlplab.config import load_train_config
+from mlplab.runs.config import load_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEBIAN = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -14,7 +14,7 @@ DEBIAN = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 @pytest.mark.slow
 @pytest.mark.skipif(not DEBIAN.exists(), reason="Debian's dataset-fashion-mnist package is not installed")
 def test_fashion_best_recipe_reaches_89_5_percent(tmp_path):
-    from mlplab.train.session import train_run
+    from mlplab.runs.session import train_run
 
     opts = load_train_config(ROOT / "experiments" / "fashion-best.toml")
     assert opts.model == "512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax"

@@ -6,7 +6,7 @@ import pytest
 
 from mlplab.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from mlplab.errors import MlplabError
-from mlplab.run import format_history_csv, parse_history_csv
+from mlplab.runs.folder import format_history_csv, parse_history_csv
 from mlplab.train.optim import make_schedule
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from mlplab.cli import main
 from mlplab.errors import MlplabError
-from mlplab.experiment import load_experiment
+from mlplab.runs.experiment import load_experiment
 
 SMALL = """
 name = "tiny"
@@ -117,7 +117,7 @@ def test_shipped_experiment_files_are_valid():
     exp = load_experiment(root / "notebook.toml")
     assert [s.kind for s in exp.stages] == ["train", "continue", "train", "train", "embed", "embed", "report", "compare"]
     assert exp.stages[0].options["train"].lr == 0.001 and exp.stages[0].options["train"].epochs == 2
-    from mlplab.config import load_train_config
+    from mlplab.runs.config import load_train_config
 
     best = load_train_config(root / "fashion-best.toml")
     assert best.model == "512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax"

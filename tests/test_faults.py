@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from mlplab.errors import MlplabError
-from mlplab.run import open_run
+from mlplab.runs.folder import open_run
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SIGKILL and /proc/self/fd are Linux features")
 
@@ -62,7 +62,7 @@ def _tmp_files(run: Path) -> list[Path]:
 def check_run_dir(run: Path) -> dict:
     """Everything a reader can see under its final name is whole; returns what was found."""
     from mlplab.model import build
-    from mlplab.train.checkpoint import load_training_state, load_weights
+    from mlplab.runs.checkpoint import load_training_state, load_weights
     from mlplab.train.trainer import Trainer
 
     r = open_run(run)
@@ -260,7 +260,7 @@ def keep_torch_threads():
     ("model.safetensors", 1, "before-rename"),  # all data fsynced, not yet renamed
 ])
 def test_kill_inside_a_write_keeps_the_previous_file(tmp_path, keep_torch_threads, target, nth, where):
-    from mlplab.train.session import resume_run
+    from mlplab.runs.session import resume_run
 
     run = tmp_path / "run"
     args = [sys.executable, "-c", KILL_IN_WRITE, target, str(nth), where, *train_args(3),
@@ -282,8 +282,8 @@ def test_kill_inside_a_write_keeps_the_previous_file(tmp_path, keep_torch_thread
 
 # --- full disk -------------------------------------------------------------------------------------------
 def test_full_disk_during_a_checkpoint_is_one_error_and_keeps_the_previous_one(tmp_path, monkeypatch):
-    from mlplab.config import TrainOptions
-    from mlplab.train.session import resume_run, train_run
+    from mlplab.runs.config import TrainOptions
+    from mlplab.runs.session import resume_run, train_run
 
     opts = TrainOptions.from_mapping(dict(data="digits", model=SPEC, epochs=3, batch_size=64, seed=1))
     run = tmp_path / "run"
@@ -356,9 +356,9 @@ def test_ctrl_c_stops_cleanly_and_resumes_to_the_uninterrupted_history(tmp_path)
 def test_ctrl_c_in_the_last_epoch_then_resume_to_the_same_epochs_finishes(tmp_path):
     """Interrupted after the final epoch's checkpoint: `--resume RUN --epochs N` with the same N must finish the
     run (final weights, metrics.json), not refuse because the checkpoint already has N epochs."""
-    from mlplab.config import TrainOptions
+    from mlplab.runs.config import TrainOptions
     from mlplab.train.callbacks import Callback
-    from mlplab.train.session import resume_run, train_run
+    from mlplab.runs.session import resume_run, train_run
 
     opts = TrainOptions.from_mapping(dict(data="digits", model=SPEC, epochs=2, batch_size=64, seed=1))
 

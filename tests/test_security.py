@@ -15,7 +15,7 @@ import torch
 
 import fuzz_targets
 from mlplab.errors import MlplabError
-from mlplab.run import open_run
+from mlplab.runs.folder import open_run
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mlplab"
 SOURCES = sorted(SRC.rglob("*.py"))
@@ -145,8 +145,8 @@ def _image_folder(root: Path, classes: list[str], per_class: int = 30) -> Path:
 def hostile_runs(tmp_path_factory):
     """Two tiny runs named and labelled with HTML payloads, trained on an image folder whose class names are
     payloads too."""
-    from mlplab.config import TrainOptions
-    from mlplab.train.session import train_run
+    from mlplab.runs.config import TrainOptions
+    from mlplab.runs.session import train_run
 
     base = tmp_path_factory.mktemp("hostile")
     data = _image_folder(base / "data", [PAYLOAD, "ok & <b>bold</b>", "quote\"'"])
@@ -159,7 +159,7 @@ def hostile_runs(tmp_path_factory):
 
 
 def test_report_compare_and_explorer_pages_escape_user_strings(hostile_runs):
-    from mlplab.viz.run_report import write_run_report
+    from mlplab.runs.report import write_run_report
 
     base, runs = hostile_runs
     code, _, err = fuzz_targets.run_cli(["report", str(runs[0]), "--title", PAYLOAD, "--mistakes", "4",
@@ -192,7 +192,7 @@ def test_the_checker_sees_an_unescaped_payload():
 
 # --- outputs stay inside the chosen folder ------------------------------------------------------------------
 def test_experiment_stage_names_cannot_leave_the_output_folder(tmp_path):
-    from mlplab.experiment import load_experiment
+    from mlplab.runs.experiment import load_experiment
 
     for name in ["../escape", "..", "a/../../b", "/abs", "..\\\\x", "."]:
         path = tmp_path / "e.toml"
@@ -242,7 +242,7 @@ def test_overwrite_removes_a_symlink_never_its_target(hostile_runs, tmp_path):
 # --- numerics -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_predict_npy_with_nan_or_inf_is_rejected(tmp_path, bad):
-    from mlplab.inputs import load_image
+    from mlplab.data.inputs import load_image
 
     x = np.full((8, 8), 0.5, np.float32)
     x[3, 4] = bad
@@ -256,7 +256,7 @@ def test_predict_npy_pixels_scale_like_training_data(tmp_path, dtype):
     """Whole numbers 0..255 in any numeric dtype are 8-bit pixels (as data.validate.pixels treats a training
     CSV or NPZ), so predict divides them by 255 exactly as training did; [0, 1] floats are taken as they are."""
     from mlplab.data import to_features
-    from mlplab.inputs import load_image
+    from mlplab.data.inputs import load_image
 
     x = np.arange(64).reshape(8, 8) * 4  # 0..252
     np.save(tmp_path / "x.npy", x.astype(dtype))
@@ -273,7 +273,7 @@ def test_predict_npy_pixels_scale_like_training_data(tmp_path, dtype):
 def test_npy_header_claiming_terabytes_is_refused_before_allocating(tmp_path):
     import tracemalloc
 
-    from mlplab.inputs import load_image
+    from mlplab.data.inputs import load_image
 
     (tmp_path / "x.npy").write_bytes(fuzz_targets._npy_with_header((10**12,), "<f8", b"\0" * 64))
     tracemalloc.start()
@@ -311,7 +311,7 @@ def test_png_chunk_claiming_gigabytes_is_not_allocated(tmp_path):
 
     from PIL import Image
 
-    from mlplab.inputs import load_image
+    from mlplab.data.inputs import load_image
 
     buf = io.BytesIO()
     Image.new("L", (8, 8)).save(buf, format="PNG")
@@ -333,7 +333,7 @@ def test_png_chunk_claiming_gigabytes_is_not_allocated(tmp_path):
 
 
 def test_image_bigger_than_the_limit_is_one_error(tmp_path):
-    from mlplab.inputs import load_image
+    from mlplab.data.inputs import load_image
 
     (tmp_path / "x.png").write_bytes(fuzz_targets._png_claiming(100_000, 100_000))
     with pytest.raises(MlplabError, match="pixels"):
@@ -344,9 +344,9 @@ def test_divergence_after_a_good_epoch_keeps_that_checkpoint(tmp_path):
     """Epoch 1 trains normally; then the learning rate jumps to 1e20 (a callback, as a schedule gone wrong would)
     and epoch 2 diverges: the error names epoch 2 and a batch, and epoch 1's checkpoint and weights still load
     and resume."""
-    from mlplab.config import TrainOptions
+    from mlplab.runs.config import TrainOptions
     from mlplab.train.callbacks import LambdaCallback
-    from mlplab.train.session import resume_run, train_run
+    from mlplab.runs.session import resume_run, train_run
     from mlplab.train.trainer import TrainingDiverged
 
     def blow_up(trainer, epoch, n_batches):

@@ -9,10 +9,10 @@ import torch
 
 import mlplab
 from mlplab.cli import main
-from mlplab.config import TrainOptions
+from mlplab.runs.config import TrainOptions
 from mlplab.errors import MlplabError
-from mlplab.run import open_run
-from mlplab.train.session import resume_run, train_run
+from mlplab.runs.folder import open_run
+from mlplab.runs.session import resume_run, train_run
 from mlplab.train.trainer import TrainingDiverged
 
 SMALL = "128:relu,10:softmax"

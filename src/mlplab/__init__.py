@@ -32,7 +32,7 @@ _EXPORTS = {
     "LambdaCallback": "mlplab.train",
     "Trainer": "mlplab.train",
     "TrainingDiverged": "mlplab.train",
-    "open_run": "mlplab.run",
+    "open_run": "mlplab.runs.folder",
     "activations": "mlplab.inspect",
     "embed": "mlplab.inspect",
     "quality": "mlplab.inspect",

@@ -1,4 +1,4 @@
-"""`mlplab activations` and `mlplab embed`: thin shells over mlplab.inspect.runmaps."""
+"""`mlplab activations` and `mlplab embed`: thin shells over mlplab.runs.maps."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ SPLITS = click.Choice(["train", "val", "test"])
 def activations(run_dir, layer, split, n, out, seed, batch_size):
     from pathlib import Path
 
-    from mlplab.inspect.runmaps import export_activations
-    from mlplab.run import open_run
+    from mlplab.runs.maps import export_activations
+    from mlplab.runs.folder import open_run
 
     run = open_run(run_dir)
     out = Path(out) if out else run.path / f"activations-{split}.npz"
@@ -45,8 +45,8 @@ def activations(run_dir, layer, split, n, out, seed, batch_size):
 @click.option("--no-html", is_flag=True, help="Skip the interactive page.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the written paths.")
 def embed(run_dir, layer, method, n, split, seed, no_html, quiet):
-    from mlplab.inspect.runmaps import embed_run
-    from mlplab.run import open_run
+    from mlplab.runs.maps import embed_run
+    from mlplab.runs.folder import open_run
 
     run = open_run(run_dir)
     result = embed_run(run, layer=layer, method=method, n=n, split=split, seed=seed, write_html=not no_html)

@@ -1,4 +1,4 @@
-"""`mlplab report RUN` and `mlplab compare RUN RUN...`: thin shells over mlplab.viz.run_report / compare_page."""
+"""`mlplab report RUN` and `mlplab compare RUN RUN...`: thin shells over mlplab.runs.report / compare_page."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from mlplab.errors import MlplabError
 @click.option("--quiet", "-q", is_flag=True, help="Print only the report's path.")
 def report(run_dir, n_mistakes, samples_per_class, title, quiet):
     """Write RUN/plots/*.png|svg and the self-contained RUN/report.html, then print its path."""
-    from mlplab.run import open_run
-    from mlplab.viz.run_report import write_run_report
+    from mlplab.runs.folder import open_run
+    from mlplab.runs.report import write_run_report
 
     result = write_run_report(open_run(run_dir), n_mistakes=n_mistakes, samples_per_class=samples_per_class,
                               title=title)
@@ -40,8 +40,8 @@ def report(run_dir, n_mistakes, samples_per_class, title, quiet):
 @click.option("--title", default="Run comparison", show_default=True, help="Figure and page title.")
 def compare(run_dirs, out, names, title):
     """Overlay several runs' learning curves and print their best validation and test metrics."""
-    from mlplab.run import open_run
-    from mlplab.viz.compare_page import write_comparison
+    from mlplab.runs.folder import open_run
+    from mlplab.runs.compare import write_comparison
 
     if len(run_dirs) < 2:
         raise MlplabError("compare needs at least two runs")

@@ -19,7 +19,7 @@ def run(experiment_file, data, out, overwrite, quiet):
     """Run the stages of an experiment file (train, continue, embed, report, compare) in order."""
     from rich.console import Console
 
-    from mlplab.experiment import load_experiment, run_experiment
+    from mlplab.runs.experiment import load_experiment, run_experiment
 
     console = Console(highlight=False)
     exp = load_experiment(experiment_file, data=data)

@@ -55,8 +55,8 @@ def _console():
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def train(out, config_file, resume, overwrite, quiet, **flags):
     """Train an MLP and write a run directory (weights, history, metrics, summary)."""
-    from mlplab.config import TrainOptions, load_train_config
-    from mlplab.train.session import resume_run, train_run
+    from mlplab.runs.config import TrainOptions, load_train_config
+    from mlplab.runs.session import resume_run, train_run
 
     given = {k: v for k, v in flags.items() if v is not None}
     console = _console()
@@ -91,7 +91,7 @@ def _progress(quiet, console, epochs, run_path):
     if quiet:
         return None
     from mlplab.cli.progress import ConsoleProgress
-    from mlplab.run import open_run
+    from mlplab.runs.folder import open_run
 
     run = open_run(run_path)
     total = epochs or int(run.config["train"]["epochs"])
@@ -123,8 +123,8 @@ def evaluate(run, data, quiet):
     """Test loss and accuracy, per-class precision/recall/F1 and the confusion matrix of a run."""
     from mlplab.atomic import atomic_write_json
     from mlplab.data import load_dataset
-    from mlplab.run import open_run
-    from mlplab.train.session import evaluate_model
+    from mlplab.runs.folder import open_run
+    from mlplab.runs.session import evaluate_model
 
     r = open_run(run)
     model = r.model()
@@ -187,7 +187,7 @@ def summary(run, spec, input_dim, configs):
             raise MlplabError("--model needs --input N, the number of input features (e.g. 784), N >= 1")
         model = build(spec, input_dim)
     else:
-        from mlplab.run import open_run
+        from mlplab.runs.folder import open_run
 
         model = open_run(run).model()
     click.echo(summarise(model))
@@ -208,8 +208,8 @@ def predict(run, files, invert, top):
     import numpy as np
     from rich.table import Table
 
-    from mlplab.inputs import load_image
-    from mlplab.run import open_run
+    from mlplab.data.inputs import load_image
+    from mlplab.runs.folder import open_run
     from mlplab.train.predict import predict as predict_proba
 
     r = open_run(run)

@@ -20,6 +20,9 @@ class Callback:
 
     def on_train_end(self, trainer) -> None: ...
 
+    def on_interrupt(self, trainer) -> None:
+        """Called instead of on_train_end when a stop was requested (Ctrl-C) before training finished."""
+
     # Callbacks with state that a resumed run needs (EarlyStopping's wait counter, best value) override these.
     def state_dict(self) -> dict:
         return {}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from mlplab.run import HISTORY_COLUMNS
+# The columns of a History row, in order: history.csv (the run layer) writes exactly these.
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 
 
 class History:

@@ -102,7 +102,6 @@ class Trainer:
         self.history = History()
         self.callbacks: list[Callback] = []
         self.stop_training = False
-        self.run_writer = None
         self._stop_requested = False
         # Ctrl-C finishes the batch and stops cleanly (the CLI turns this on); otherwise, as in any Python
         # code, it raises KeyboardInterrupt where it lands.
@@ -250,8 +249,8 @@ class Trainer:
                 if stopped_at_batch is not None:
                     self.history.interrupted = True
                     self.interrupted_at = (epoch + 1, stopped_at_batch + 1)
-                    if self.run_writer is not None:
-                        self.run_writer.on_interrupt(self)
+                    for cb in self.callbacks:
+                        cb.on_interrupt(self)
                     return self.history
                 if not check_each_batch:
                     bad = (~torch.isfinite(batch_losses)).nonzero()
@@ -266,21 +265,17 @@ class Trainer:
                 logs = {k: v for k, v in row.items() if xv_t is not None or not k.startswith("val_")}
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, epoch, logs)
-                if self.run_writer is not None:
-                    self.run_writer.on_epoch_end(self, row)
                 if self.stop_training or self._stop_requested:
                     if self._stop_requested and not self.stop_training:
                         self.history.interrupted = True
                         self.interrupted_at = (epoch + 1, n_batches)
                     break
         if self.history.interrupted:  # Ctrl-C at the end of an epoch: that epoch is whole and saved
-            if self.run_writer is not None:
-                self.run_writer.on_interrupt(self)
+            for cb in self.callbacks:
+                cb.on_interrupt(self)
             return self.history
         for cb in self.callbacks:
             cb.on_train_end(self)
-        if self.run_writer is not None:
-            self.run_writer.on_train_end(self)
         self.model.eval()  # as after Keras's fit: calling the model now runs inference (no dropout)
         return self.history
 
@@ -301,8 +296,6 @@ class Trainer:
                     cb.load_state_dict(states[key], None if group is None
                                        else {k: v.to(self.device) for k, v in group.items()})
             self._resumed_callback_state = None
-        if self.run_writer is not None:
-            self.run_writer.on_train_begin(self)
 
     def finish(self, callbacks=()) -> History:
         """The end of fit() without more epochs: for a resumed run whose last epoch was saved but whose process
@@ -310,8 +303,6 @@ class Trainer:
         self._begin(callbacks)
         for cb in self.callbacks:
             cb.on_train_end(self)
-        if self.run_writer is not None:
-            self.run_writer.on_train_end(self)
         return self.history
 
     def _check_targets(self, y: np.ndarray) -> None:
@@ -324,11 +315,8 @@ class Trainer:
             raise MlplabError(f"targets have {y.shape[1]} columns but the model has {n_out} outputs")
 
     def _diverged(self, epoch: int, batch: int):
-        good = self.history.epochs_done
-        where = f"; the last good checkpoint (epoch {good}) is kept in {self.run_writer.path}" \
-            if (self.run_writer is not None and good) else ""
         raise TrainingDiverged(f"the loss became NaN or infinite at epoch {epoch + 1}, batch {batch + 1}; "
-                               f"training stopped (try a smaller learning rate){where}")
+                               f"training stopped (try a smaller learning rate)")
 
 
 @contextmanager

@@ -75,7 +75,7 @@ class CompareResult:
 
 
 def write_comparison(runs, out_dir, names: Sequence[str] | None = None, *, title: str = "Run comparison") -> CompareResult:
-    """Write OUT/compare.png, compare.svg and compare.html for the given mlplab.run.Run objects."""
+    """Write OUT/compare.png, compare.svg and compare.html for the given mlplab.runs.folder.Run objects."""
     runs = list(runs)
     if names is not None and len(names) != len(runs):
         raise MlplabError(f"--names gives {len(names)} names for {len(runs)} runs; give one name per run")

@@ -1,6 +1,6 @@
 """From a run directory to its pictures and report: RUN/plots/*.png|svg and RUN/report.html.
 
-This is the glue between mlplab.run (what a run holds) and the plain-value builders in curves, confusion,
+This is the glue between mlplab.runs.folder (what a run holds) and the plain-value builders in curves, confusion,
 gallery and report. Parts that need more than the run's files (the dataset for galleries and mistakes) are
 optional: when they cannot be had (e.g. MNIST not downloaded and no network), the report says so in a note
 instead of failing, because the curves and metrics are still worth reading.
@@ -104,7 +104,7 @@ def write_run_report(run, *, n_mistakes: int = 24, samples_per_class: int = 10, 
                      title: str | None = None) -> ReportResult:
     """Write RUN/plots/{curves,confusion,samples,mistakes}.{png,svg} and RUN/report.html; return their paths.
 
-    `run` is a mlplab.run.Run. `notes` are extra lines shown at the top of the report (e.g. from an experiment).
+    `run` is a mlplab.runs.folder.Run. `notes` are extra lines shown at the top of the report (e.g. from an experiment).
     """
     notes = list(notes)
     plots: dict[str, dict[str, Path]] = {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlplab.config import TrainOptions, read_toml
+from mlplab.runs.config import TrainOptions, read_toml
 from mlplab.errors import MlplabError
 
 TOP_KEYS = {"name", "description", "data", "defaults", "stage"}
@@ -142,8 +142,8 @@ def run_experiment(exp: Experiment, out, *, overwrite: bool = False, callbacks_f
                    on_stage_done=None) -> list[StageResult]:
     """Run every stage in order. `callbacks_for(stage, epochs)` gives training callbacks (progress bars);
     `on_stage(index, stage)` / `on_stage_done(result)` let the CLI announce progress."""
-    from mlplab.train.session import resume_run, train_run
-    from mlplab.train.run_writer import prepare_run_dir
+    from mlplab.runs.session import resume_run, train_run
+    from mlplab.runs.writer import prepare_run_dir
 
     out = Path(out)
     run_paths = {s.options["name"]: out / s.options["name"] for s in exp.stages if s.kind == "train"}
@@ -176,8 +176,8 @@ def run_experiment(exp: Experiment, out, *, overwrite: bool = False, callbacks_f
             if o["note"]:
                 notes[o["run"]].append(o["note"])
         elif stage.kind == "report":
-            from mlplab.run import open_run
-            from mlplab.viz.run_report import write_run_report
+            from mlplab.runs.folder import open_run
+            from mlplab.runs.report import write_run_report
 
             paths = []
             for name in o.get("runs") or list(run_paths):
@@ -185,8 +185,8 @@ def run_experiment(exp: Experiment, out, *, overwrite: bool = False, callbacks_f
                 paths.append(rep.report)
             result = StageResult(stage, f"{len(paths)} report(s) written", paths)
         else:  # compare
-            from mlplab.run import open_run
-            from mlplab.viz.compare_page import write_comparison
+            from mlplab.runs.folder import open_run
+            from mlplab.runs.compare import write_comparison
 
             names = o.get("runs") or list(run_paths)
             cmp = write_comparison([open_run(run_paths[n]) for n in names], out, names, title=o["title"])
@@ -208,8 +208,8 @@ def _train_line(name: str, res) -> str:
 
 
 def _embed_stage(stage: Stage, run_path: Path) -> StageResult:
-    from mlplab.inspect.runmaps import embed_run
-    from mlplab.run import open_run
+    from mlplab.runs.maps import embed_run
+    from mlplab.runs.folder import open_run
 
     o = stage.options
     run = open_run(run_path)

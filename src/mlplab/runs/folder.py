@@ -28,9 +28,9 @@ import numpy as np
 
 from mlplab.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 from mlplab.errors import MlplabError
+from mlplab.train.history import HISTORY_COLUMNS
 
 RUN_FORMAT = "mlplab-run/1"
-HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 SPLITS = ("train", "val", "test")
 
 
@@ -211,7 +211,7 @@ class Run:
     # --- model and data ------------------------------------------------------------------------------
     def model(self, device: str = "cpu"):
         from mlplab.model import build
-        from mlplab.train.checkpoint import load_weights
+        from mlplab.runs.checkpoint import load_weights
 
         m = self.config["model"]
         model = build(m["spec"], int(m["input_dim"]), init=m.get("init", "glorot_uniform"))

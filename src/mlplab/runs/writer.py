@@ -1,4 +1,5 @@
-"""Writes a training run to its directory as it goes, so that a killed process leaves a loadable run.
+"""The run writer: a training callback that fills a run directory as training goes, so that a killed process
+leaves a loadable run (as Keras's CSVLogger, ModelCheckpoint and BackupAndRestore are callbacks).
 
 Order at the end of each epoch: the full training state (checkpoints/last.safetensors) first, then
 history.csv, then model.safetensors. Each is one atomic rename. If the process dies between two of them,
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from mlplab.atomic import atomic_write_json, atomic_write_text
 from mlplab.errors import MlplabError
-from mlplab.run import RUN_FORMAT, format_history_csv, own_folder
-from mlplab.train.checkpoint import save_training_state, save_weights
+from mlplab.runs.folder import RUN_FORMAT, format_history_csv, own_folder
+from mlplab.runs.checkpoint import save_training_state, save_weights
+from mlplab.train.callbacks import Callback
 
 # what a run directory may contain: --overwrite removes only these, never unknown files
 RUN_ENTRIES = ("config.json", "model.safetensors", "history.csv", "metrics.json", "summary.txt", "manifest.json",
@@ -103,8 +105,12 @@ def environment() -> dict:
     }
 
 
-class RunWriter:
-    """Called by the Trainer at the start, after each epoch, on interrupt and at the end."""
+class RunWriter(Callback):
+    """Writes the run folder at the start, after each epoch, on interrupt and at the end.
+
+    It must be the last callback of a fit: it saves what the others decided (EarlyStopping's state, restored
+    best weights) after they ran.
+    """
 
     def __init__(self, path, config: dict, *, monitor: str, mode: str):
         self.path = Path(path)
@@ -140,7 +146,8 @@ class RunWriter:
             values = [r[self.monitor] for r in rows]
             self.best_value = min(values) if self.mode == "min" else max(values)
 
-    def on_epoch_end(self, trainer, row: dict) -> None:
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        row = trainer.history.rows[-1]
         meta = {
             "epoch": int(row["epoch"]),
             "history": trainer.history.rows,
@@ -173,6 +180,10 @@ class RunWriter:
         save_weights(trainer.model, self.path / "model.safetensors")  # after restore_best_weights, if any
         status = "stopped early" if trainer.history.stopped_early_at else "finished"
         self._finish_manifest(trainer, status)
+
+    def on_diverged(self, trainer) -> None:
+        """Training stopped on a NaN/inf loss: the files stay at the last good epoch; the manifest says why."""
+        self._finish_manifest(trainer, "diverged")
 
     def _finish_manifest(self, trainer, status: str) -> None:
         rows = trainer.history.rows

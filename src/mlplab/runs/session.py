@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mlplab.config import TrainOptions
+from mlplab.runs.config import TrainOptions
 from mlplab.errors import MlplabError
-from mlplab.run import RUN_FORMAT, open_run
+from mlplab.runs.folder import RUN_FORMAT, open_run
 from mlplab.train.callbacks import EarlyStopping, resolve_mode
 from mlplab.train.history import History
-from mlplab.train.run_writer import RunWriter, prepare_run_dir, remove_temp_leftovers
-from mlplab.train.trainer import Trainer
+from mlplab.runs.writer import RunWriter, prepare_run_dir, remove_temp_leftovers
+from mlplab.train.trainer import Trainer, TrainingDiverged
 
 
 @dataclass
@@ -113,7 +113,7 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
                threads: int | None = None) -> TrainResult:
     from mlplab.data import load_dataset
     from mlplab.model import build
-    from mlplab.train.checkpoint import load_training_state
+    from mlplab.runs.checkpoint import load_training_state
 
     run = open_run(path)
     opts = _options_from_config(run.config)
@@ -135,9 +135,8 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
     _check_output_layer(model, ds)
     trainer = _make_trainer(model, opts)
     rng, extra, meta = load_training_state(last, model=trainer.model, optimizer=trainer.optimizer)
-    trainer.restore(rng=rng, history_rows=meta["history"], callback_state=meta.get("callbacks", {}),
-                    callback_tensors=extra)
-    done = trainer.history.epochs_done
+    callback_state = meta.get("callbacks", {})
+    done = History(meta["history"]).epochs_done
     # A process that stopped after its last epoch's checkpoint but before the end of training (Ctrl-C in the
     # last batch, kill -9 while evaluating) left a run without its final steps: asking for the same number of
     # epochs again finishes it. A finished run has the test metrics in its manifest.
@@ -146,7 +145,7 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
     except MlplabError:  # informational only: a corrupt manifest must not block a resume
         manifest = {}
     unfinished = "test_accuracy" not in manifest
-    stopped_early = any(isinstance(s, dict) and s.get("stopped_epoch") for s in meta.get("callbacks", {}).values())
+    stopped_early = any(isinstance(s, dict) and s.get("stopped_epoch") for s in callback_state.values())
     finish_only = unfinished and (opts.epochs == done or (
         stopped_early and opts.epochs == planned_epochs))
     if opts.epochs <= done and not finish_only:
@@ -155,10 +154,10 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
     if stopped_early and not finish_only:
         # Training further a run that early stopping ended is a new fit() in Keras's terms: the patience
         # counter starts again (the best value so far is kept, so "best" still means best of the whole run).
-        states, _ = trainer._resumed_callback_state
-        for state in states.values():
+        for state in callback_state.values():
             if isinstance(state, dict) and state.get("stopped_epoch"):
                 state.update(wait=0, stopped_epoch=0)
+    trainer.restore(rng=rng, history_rows=meta["history"], callback_state=callback_state, callback_tensors=extra)
     remove_temp_leftovers(run.path)  # what kill -9 left mid-write; readers ignore it, but it takes space
     es = _early_stopping(opts)
     monitor, mode = _monitor(opts, es)
@@ -173,16 +172,22 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
 
 def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOptions, es, callbacks,
                       finish_only: bool = False) -> TrainResult:
-    trainer.run_writer = writer
     trainer.finish_batch_on_ctrl_c = True  # a run directory can be resumed, so Ctrl-C stops cleanly
     cbs = list(callbacks)
     if es is not None:
         cbs.insert(0, es)  # first, so that its checkpointed state keeps the same position on resume
-    if finish_only:
-        history = trainer.finish(cbs)
-    else:
-        history = trainer.fit(ds.x_train, ds.y_train, epochs=opts.epochs, validation_split=opts.val_split,
-                              callbacks=cbs, split_seed=opts.seed)
+    cbs.append(writer)  # last: it saves what the other callbacks decided
+    try:
+        if finish_only:
+            history = trainer.finish(cbs)
+        else:
+            history = trainer.fit(ds.x_train, ds.y_train, epochs=opts.epochs, validation_split=opts.val_split,
+                                  callbacks=cbs, split_seed=opts.seed)
+    except TrainingDiverged as exc:
+        writer.on_diverged(trainer)
+        good = trainer.history.epochs_done
+        where = f"; the last good checkpoint (epoch {good}) is kept in {writer.path}" if good else ""
+        raise TrainingDiverged(f"{exc}{where}") from None
     if history.interrupted:
         return TrainResult(writer.path, history, None, getattr(trainer, "interrupted_at", None))
     metrics = evaluate_model(trainer.model, ds, loss=trainer.loss, data_name=opts.data, device=trainer.device)
