@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mlplab.errors import MlplabError
-from mlplab.inspect import activations, resolve_layers, write_npz
+from mlplab.atomic import write_npz
+from mlplab.inspect import activations, resolve_layers
 from mlplab.model import build
 
 SPEC = "16:relu,dropout:0.5,8:tanh,dropout:0.5,3:softmax"

@@ -12,6 +12,8 @@ import errno
 import json
 import os
 import tempfile
+import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from mlplab.errors import MlplabError
@@ -85,3 +87,22 @@ def atomic_write_text(path, text: str) -> Path:
 
 def atomic_write_json(path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=True) + "\n")
+
+
+def write_npz(path, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write an uncompressed .npz atomically, one member at a time in bounded chunks (np.lib.format.write_array
+    streams through a buffer), so memmapped layers larger than memory can be packed. Readable with
+    numpy with pickling off (the default): object arrays are refused here."""
+    import numpy as np
+
+    for key, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise MlplabError(f"cannot store {key!r}: object arrays would need pickle to load")
+
+    def write(fh):
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, value in arrays.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+
+    return atomic_write_with(path, write)

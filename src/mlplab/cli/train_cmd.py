@@ -3,23 +3,44 @@
 from __future__ import annotations
 
 import math
+import typing
 from pathlib import Path
 
 import click
 
 from mlplab.cli.notes import note_cpu_kernels
 from mlplab.errors import MlplabError
+from mlplab.train.options import TrainOptions, allowed_values
 
-# flag name -> TrainOptions key. Every flag defaults to None so that we know which ones were given:
-# given flags override --config, which overrides the built-in defaults.
-TRAIN_FLAGS = {
-    "data": "data", "model": "model", "loss": "loss", "optimizer": "optimizer", "lr": "lr",
-    "momentum": "momentum", "nesterov": "nesterov", "weight_decay": "weight_decay", "schedule": "schedule",
-    "batch_size": "batch_size", "epochs": "epochs", "val_split": "val_split", "early_stop": "early_stop",
-    "restore_best": "restore_best", "min_delta": "min_delta", "init": "init", "seed": "seed",
-    "device": "device", "threads": "threads",
-}
-RESUMABLE_FLAGS = {"epochs", "device", "threads"}
+
+def option_flags(command):
+    """One click option per training option, read from the options table (names, types, help, defaults).
+
+    Every flag defaults to None so that we know which ones were given: given flags override --config, which
+    overrides the built-in defaults.
+    """
+    hints = typing.get_type_hints(TrainOptions)
+    for f in reversed(TrainOptions.fields()):
+        if not f.metadata.get("flag", True):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        if typing.get_origin(kind) is typing.Union:  # Optional[X]
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        text = f.metadata["help"]
+        if f.metadata.get("choices"):
+            text += f" One of: {allowed_values(f.name)}."
+        if f.default is not None and f.default is not False and f.name != "model":
+            text += f" Default: {f.default}."
+        if kind is bool:
+            command = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=text)(command)
+        else:
+            command = click.option(flag, f.name, type=kind, default=None, help=text)(command)
+    return command
+
+
+# --resume continues a run with its own settings: only these options may change
+RESUMABLE_FLAGS = {f.name for f in TrainOptions.fields() if f.metadata.get("resumable")}
 
 
 def _console():
@@ -29,33 +50,15 @@ def _console():
 
 
 @click.command()
-@click.option("--data", help="Dataset name (mnist, fashion-mnist, kmnist, digits) or a path (.npz, IDX folder, CSV, image folder).")
-@click.option("--model", help="Model spec, e.g. 512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax")
 @click.option("--out", type=click.Path(path_type=Path), help="Run directory to create.")
-@click.option("--loss", help="categorical_crossentropy (default), binary_crossentropy or mse.")
-@click.option("--optimizer", help="sgd (default), adam, adamw or rmsprop.")
-@click.option("--lr", type=float, help="Learning rate (default 0.01).")
-@click.option("--momentum", type=float, help="Momentum for sgd/rmsprop (default 0).")
-@click.option("--nesterov/--no-nesterov", default=None, help="Nesterov momentum (sgd).")
-@click.option("--weight-decay", type=float, help="L2 weight decay (default 0).")
-@click.option("--schedule", help="LR schedule: constant (default), step, cosine, onecycle.")
-@click.option("--batch-size", type=int, help="Batch size (default 128).")
-@click.option("--epochs", type=int, help="Train until this many epochs in total (default 20).")
-@click.option("--val-split", type=float, help="Seeded stratified validation fraction (default 0.1; 0 for none).")
-@click.option("--early-stop", help="METRIC:PATIENCE, e.g. val_loss:4 (Keras EarlyStopping).")
-@click.option("--restore-best/--no-restore-best", default=None, help="With --early-stop: keep the best epoch's weights.")
-@click.option("--min-delta", type=float, help="With --early-stop: smallest change that counts as an improvement.")
-@click.option("--init", help="Weight initialiser: glorot_uniform (default), glorot_normal, he_uniform, he_normal.")
-@click.option("--seed", type=int, help="One seed for initialisation, split, shuffling and dropout (default 0).")
-@click.option("--device", help="cpu (default), cuda, cuda:N or auto.")
-@click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@option_flags
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with the same options (flags override).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue an interrupted or finished run to --epochs.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory at --out.")
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 def train(out, config_file, resume, overwrite, quiet, **flags):
     """Train an MLP and write a run directory (weights, history, metrics, summary)."""
-    from mlplab.runs.config import TrainOptions, load_train_config
+    from mlplab.runs.config import load_train_config
     from mlplab.runs.session import resume_run, train_run
 
     given = {k: v for k, v in flags.items() if v is not None}
@@ -66,8 +69,9 @@ def train(out, config_file, resume, overwrite, quiet, **flags):
         stray = sorted(set(given) - RESUMABLE_FLAGS) + (["--out"] if out else []) + (["--config"] if config_file else [])
         if stray:
             names = ", ".join("--" + s.replace("_", "-").lstrip("-") for s in stray)
-            raise MlplabError(f"--resume continues a run with its own settings; only --epochs, --device and "
-                              f"--threads may be given (got {names})")
+            allowed = ", ".join("--" + s.replace("_", "-") for s in sorted(RESUMABLE_FLAGS))
+            raise MlplabError(f"--resume continues a run with its own settings; only {allowed} may be given "
+                              f"(got {names})")
         progress = _progress(quiet, console, given.get("epochs"), resume)
         result = resume_run(resume, epochs=given.get("epochs"), device=given.get("device"),
                             threads=given.get("threads"), callbacks=[progress] if progress else [])

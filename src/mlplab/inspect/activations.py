@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-from mlplab.atomic import atomic_write_with
 from mlplab.errors import MlplabError
 
 log = logging.getLogger(__name__)
@@ -111,20 +108,3 @@ def activations(model, x, layers="all", batch_size: int = 4096, out=None) -> dic
             result[name] = np.load(final, mmap_mode="r", allow_pickle=False)
     log.debug("activations of %s for %d samples", names, n)
     return {name: result[name] for name in names}
-
-
-def write_npz(path, arrays: Mapping[str, np.ndarray]) -> Path:
-    """Write an uncompressed .npz atomically, one member at a time in bounded chunks (np.lib.format.write_array
-    streams through a buffer), so memmapped layers larger than memory can be packed. Readable with
-    numpy with pickling off (the default): object arrays are refused here."""
-    for key, value in arrays.items():
-        if np.asarray(value).dtype == object:
-            raise MlplabError(f"cannot store {key!r}: object arrays would need pickle to load")
-
-    def write(fh):
-        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for key, value in arrays.items():
-                with zf.open(f"{key}.npy", "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-
-    return atomic_write_with(path, write)

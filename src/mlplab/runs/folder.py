@@ -230,7 +230,7 @@ class Run:
 
     def split_indices(self, name: str) -> np.ndarray:
         """Positions of a split's samples: train/val index the dataset's train arrays, test its test arrays."""
-        from mlplab.data import train_val_split
+        from mlplab.train.trainer import validation_split_indices
 
         if name not in SPLITS:
             raise MlplabError(f"unknown split {name!r}; choose one of: {', '.join(SPLITS)}")
@@ -242,7 +242,8 @@ class Run:
             if name == "val":
                 raise MlplabError(f"run {self.path} was trained without a validation split; use --split train or test")
             return np.arange(len(ds.y_train), dtype=np.int64)
-        train_idx, val_idx = train_val_split(ds.y_train, val_split, int(self.config["train"]["seed"]))
+        # the seed that the session hands to fit() as split_seed (runs/session.py)
+        train_idx, val_idx = validation_split_indices(ds.y_train, val_split, int(self.config["train"]["seed"]))
         return train_idx if name == "train" else val_idx
 
     def split(self, name: str) -> SplitData:

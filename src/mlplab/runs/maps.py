@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mlplab.atomic import atomic_write_bytes, atomic_write_text
+from mlplab.atomic import atomic_write_bytes, atomic_write_text, write_npz
 from mlplab.errors import MlplabError
-from mlplab.inspect.activations import activations, resolve_layers, write_npz
+from mlplab.inspect.activations import activations, resolve_layers
 from mlplab.inspect.embed import METHODS, Embedding, embed
 from mlplab.inspect.quality import quality
 

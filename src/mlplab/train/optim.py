@@ -14,7 +14,10 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 def make_optimizer(name: str, params, *, lr: float, momentum: float = 0.0, nesterov: bool = False,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    check_hyperparameters(name, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    from mlplab.train.options import check_settings
+
+    check_settings("optimizer settings", optimizer=name, lr=lr, momentum=momentum, nesterov=nesterov,
+                   weight_decay=weight_decay)
     params = list(params)
     # foreach=True: one fused multi-tensor kernel per step instead of a Python loop over parameters
     if name == "sgd":
@@ -28,21 +31,6 @@ def make_optimizer(name: str, params, *, lr: float, momentum: float = 0.0, neste
     # Keras's RMSprop: rho=0.9 (torch's alpha defaults to 0.99), eps=1e-7
     return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7, momentum=momentum, weight_decay=weight_decay,
                                foreach=True)
-
-
-def check_hyperparameters(name: str, *, lr: float, momentum: float, nesterov: bool, weight_decay: float) -> None:
-    if name not in OPTIMIZERS:
-        raise MlplabError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise MlplabError(f"learning rate must be a number > 0 (got {lr!r})")
-    if not (0.0 <= momentum < 1.0):
-        raise MlplabError(f"momentum must be in [0, 1) (got {momentum!r})")
-    if nesterov and (name != "sgd" or momentum <= 0):
-        raise MlplabError("nesterov needs --optimizer sgd with --momentum > 0")
-    if not (math.isfinite(weight_decay) and weight_decay >= 0):
-        raise MlplabError(f"weight decay must be a number >= 0 (got {weight_decay!r})")
-    if momentum and name in ("adam", "adamw"):
-        raise MlplabError(f"--momentum does not apply to {name} (it uses betas); use sgd or rmsprop")
 
 
 def make_schedule(name: str, base_lr: float, *, steps_per_epoch: int, epochs: int, step_size: int = 10,

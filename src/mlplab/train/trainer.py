@@ -68,6 +68,17 @@ def class_indices(y: np.ndarray) -> np.ndarray:
     return y if y.ndim == 1 else y.argmax(axis=1)
 
 
+def validation_split_indices(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx, val_idx) that fit(validation_split=fraction) uses for targets `y` and the run's seed.
+
+    The one rule for the validation split: a run folder rebuilds its validation images with this function
+    instead of storing them.
+    """
+    from mlplab.data import train_val_split
+
+    return train_val_split(class_indices(np.asarray(y)), fraction, seed)
+
+
 class Trainer:
     """Holds everything that persists between fit() calls: optimizer state, RNGs, history, epoch count."""
 
@@ -75,15 +86,14 @@ class Trainer:
                  lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
                  schedule: str = "constant", schedule_options: dict | None = None, batch_size: int = 128,
                  seed: int = 0, device="cpu", threads: int | None = None):
-        from mlplab.model import LOSSES
+        from mlplab.train.options import check_settings
 
-        if loss not in LOSSES:
-            raise MlplabError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise MlplabError(f"batch size must be an integer > 0 (got {batch_size!r})")
+        check_settings("training settings", loss=loss, schedule=schedule, seed=seed)
+        for name, value in (("batch_size", batch_size), ("threads", threads)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise MlplabError(f"training settings: {name} must be an integer (got {value!r})")
+        check_settings("training settings", batch_size=batch_size, threads=threads)
         if threads is not None:
-            if not isinstance(threads, int) or threads <= 0:
-                raise MlplabError(f"threads must be an integer > 0 (got {threads!r})")
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.model = model.to(self.device)
@@ -153,7 +163,6 @@ class Trainer:
     def fit(self, x, y, *, epochs: int, validation_split: float = 0.0, validation_data=None,
             callbacks=(), initial_epoch: int | None = None, split_seed: int | None = None) -> History:
         """Train until `epochs` epochs are done in total (Keras's initial_epoch meaning for continued runs)."""
-        from mlplab.data import train_val_split
         from mlplab.model import engine, kernels
 
         if not isinstance(epochs, int) or epochs < 1:
@@ -170,8 +179,8 @@ class Trainer:
         elif validation_split:
             if not (0.0 < validation_split < 1.0):
                 raise MlplabError(f"validation split must be in (0, 1) (got {validation_split!r})")
-            train_idx, val_idx = train_val_split(class_indices(y_np), validation_split,
-                                                 self.seed if split_seed is None else split_seed)
+            train_idx, val_idx = validation_split_indices(y_np, validation_split,
+                                                          self.seed if split_seed is None else split_seed)
             xv_np, yv_np = x_np[val_idx], y_np[val_idx]
             x_np, y_np = x_np[train_idx], y_np[train_idx]
         else:
