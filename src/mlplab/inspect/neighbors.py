@@ -1,11 +1,10 @@
 """Exact k nearest neighbours by blocked matrix products (torch), for t-SNE's affinities.
 
-Why: openTSNE's default for more than ~1,000 points is an approximate Annoy index queried point by point
-through joblib; on 10,000 PCA-50 vectors that took ~3 s here, most of it in joblib's scheduling. The exact
-answer is one (N, D) x (D, N) product in row blocks plus a top-k per block: ~0.3 s for 10,000 points, and no
-approximation. Above EXACT_MAX_N points the N^2 work outgrows an index, and approximate_neighbors builds the
-Annoy index openTSNE would (its bundled copy) with fewer trees, queried in contiguous chunks on a thread
-each instead of one joblib task per point (on 70,000 points openTSNE's own search took 31 s).
+Why: openTSNE's default above ~1,000 points is an approximate Annoy index queried point by point through
+joblib, where the scheduling costs more than the search. The exact answer is one (N, D) x (D, N) product in
+row blocks plus a top-k per block, with no approximation. Above EXACT_MAX_N points the N^2 work outgrows an
+index, and approximate_neighbors builds the Annoy index openTSNE would (its bundled copy) with fewer trees,
+queried in contiguous chunks on a thread each instead of one joblib task per point. Timings: docs/INTERNALS.md.
 """
 
 from __future__ import annotations

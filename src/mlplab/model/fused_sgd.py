@@ -1,7 +1,7 @@
 """torch.optim.SGD's update applied inside the engine's backward pass, so the gradient never goes through .grad.
 
 Why: after the 8 matrix products of a step, the optimizer is the largest cost left. torch's SGD reads every
-gradient and parameter once more and spends ~0.1-0.4 ms per step in Python (hooks, group loops). For plain SGD
+gradient and parameter once more and spends time per step in Python (hooks, group loops). For plain SGD
 the update folds into the weight-gradient product itself: BLAS computes C = beta C + alpha A B, so
 p <- (1 - lr wd) p - lr (dz^T h) is one addmm_ on the parameter, with no gradient tensor at all. With momentum
 the buffer takes the product (buf <- mu buf + dz^T h) and the parameter one axpy.

@@ -52,9 +52,9 @@ def thumbnail_uris(images) -> list[str]:
 def grey_png(tile: np.ndarray) -> bytes:
     """A 2-D uint8 array as an 8-bit greyscale PNG, written directly.
 
-    Why not PIL: for 28x28 tiles its per-image overhead dominates (~190 us per image here vs ~25 us), which
-    was 1.8 s of a 10,000-point `mlplab embed`. The format is simple: IHDR, one zlib stream of rows each
-    prefixed by filter type 0, IEND, each chunk with its CRC-32.
+    Why not PIL: for 28x28 tiles its per-image overhead dominates the whole encoding (timings in
+    docs/INTERNALS.md). The format is simple: IHDR, one zlib stream of rows each prefixed by filter type 0,
+    IEND, each chunk with its CRC-32.
     """
     h, w = tile.shape
     rows = np.zeros((h, w + 1), dtype=np.uint8)  # (H, 1 + W): a 0 (no filter) byte before every row
