@@ -166,6 +166,38 @@ def test_functional_chain_with_flatten(digits, tmp_path):
         assert np.abs(mlplab_predict(mlplab.from_keras(path), xte) - want).max() < 1e-5
 
 
+def test_tf_keras_2_legacy_h5_layout(tmp_path):
+    """The HDF5 layout tf.keras 2.x writes (no InputLayer: batch_input_shape on the first layer; weight names with
+    ':0'; bias listed before kernel here), written with h5py and checked against a numpy forward pass."""
+    rng = np.random.default_rng(6)
+    w1, b1 = rng.normal(size=(64, 8)).astype(np.float32), rng.normal(size=8).astype(np.float32)
+    w2, b2 = rng.normal(size=(8, 10)).astype(np.float32), rng.normal(size=10).astype(np.float32)
+    config = {"class_name": "Sequential", "config": {"name": "sequential", "layers": [
+        {"class_name": "Dense", "config": {"name": "dense", "batch_input_shape": [None, 64], "units": 8,
+                                           "activation": "sigmoid", "use_bias": True}},
+        {"class_name": "Dropout", "config": {"name": "dropout", "rate": 0.5}},
+        {"class_name": "Dense", "config": {"name": "dense_1", "units": 10, "activation": "softmax", "use_bias": True}}]}}
+    path = tmp_path / "tf2.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(config)
+        f.attrs["keras_version"] = "2.15.0"
+        f.attrs["training_config"] = json.dumps({"loss": "categorical_crossentropy"})
+        mw = f.create_group("model_weights")
+        for name, w, b in (("dense", w1, b1), ("dense_1", w2, b2)):
+            g = mw.create_group(name)
+            g.attrs["weight_names"] = [f"{name}/bias:0".encode(), f"{name}/kernel:0".encode()]
+            g[f"{name}/kernel:0"], g[f"{name}/bias:0"] = w, b
+    km = read_keras(path)
+    assert (km.spec, km.input_shape, km.loss) == ("8:sigmoid,dropout:0.5,10:softmax", (64,), "categorical_crossentropy")
+    assert km.source["keras_version"] == "2.15.0"
+    x = rng.random((20, 64), dtype=np.float32)
+    h = 1 / (1 + np.exp(-(x @ w1 + b1)))
+    z = h @ w2 + b2
+    want = np.exp(z - z.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    assert np.abs(mlplab_predict(mlplab.from_keras(path), x) - want).max() < 1e-5
+
+
 # --- import: the run folder and every verb on it ----------------------------------------------------------------
 
 def test_imported_run_is_a_complete_run(imported_run, seed_keras, mnist_like):
@@ -394,6 +426,12 @@ def hostile(kind, small_files, tmp):
             config["config"]["layers"][0]["config"]["batch_shape"] = [None, 10**6]
             dense_entries(config)[0]["config"]["units"] = 10**6
         return rewrite_keras(keras_file, tmp / "p.keras", edit, weights=b"garbage"), "at most 500,000,000 are allowed"
+    if kind == "input shape past 2**63":
+        def edit(config):  # 2**32 * 2**32 wraps to 0 in int64 arithmetic: the count must be exact
+            config["config"]["layers"][0]["config"]["batch_shape"] = [None, 2**32, 2**32]
+            config["config"]["layers"].insert(1, {"module": "keras.layers", "class_name": "Flatten",
+                                                  "registered_name": None, "config": {"name": "flat"}})
+        return rewrite_keras(keras_file, tmp / "o.keras", edit, weights=b"garbage"), "at most 500,000,000 are allowed"
     if kind == "external link":
         path = tmp / "e.h5"
         path.write_bytes(h5_file.read_bytes())
@@ -404,6 +442,16 @@ def hostile(kind, small_files, tmp):
             del group[target]
             group[target] = h5py.ExternalLink("/etc/hostname", "/x")
         return path, "ExternalLink"
+    if kind == "unsupported activation":
+        def edit(config):
+            dense_entries(config)[0]["config"]["activation"] = "elu"
+        return rewrite_keras(keras_file, tmp / "a.keras", edit), "activation 'elu'; supported: relu, softplus"
+    if kind == "activation after relu":
+        def edit(config):
+            config["config"]["layers"].insert(2, {"module": "keras.layers", "class_name": "Activation",
+                                                  "registered_name": None,
+                                                  "config": {"name": "act", "activation": "tanh"}})
+        return rewrite_keras(keras_file, tmp / "r.keras", edit), "must directly follow a Dense layer with the linear"
     if kind == "branching model":
         inp = keras.Input(shape=(64,))
         out = L.Dense(10, activation="softmax")(L.Add()([L.Dense(8)(inp), L.Dense(8)(inp)]))
@@ -413,7 +461,8 @@ def hostile(kind, small_files, tmp):
 
 
 HOSTILE = ["truncated zip", "wrong weight shape", "lambda layer", "custom layer", "not a model", "zip without config",
-           "hdf5 without model", "billion units", "parameter cap", "external link", "branching model"]
+           "hdf5 without model", "billion units", "parameter cap", "input shape past 2**63", "external link", "unsupported activation",
+           "activation after relu", "branching model"]
 
 
 @pytest.mark.parametrize("kind", HOSTILE)
