@@ -198,6 +198,25 @@ def test_tf_keras_2_legacy_h5_layout(tmp_path):
     assert np.abs(mlplab_predict(mlplab.from_keras(path), x) - want).max() < 1e-5
 
 
+def test_dropout_where_the_spec_has_none_is_tidied_with_notes():
+    from mlplab.runs.keras_import import parse_model_config
+
+    def layer(cls, **cfg):
+        return {"class_name": cls, "config": cfg}
+
+    config = {"class_name": "Sequential", "config": {"layers": [
+        layer("InputLayer", name="in", batch_shape=[None, 5]), layer("Dropout", name="d0", rate=0.1),
+        layer("Dense", name="a", units=4, activation="relu"), layer("Dropout", name="d1", rate=0.5),
+        layer("Dropout", name="d2", rate=0.5), layer("Activation", name="lin", activation="linear"),
+        layer("Dense", name="b", units=3, activation="softmax"), layer("Dropout", name="d3", rate=0.2)]}}
+    layers, shape, notes, _ = parse_model_config(config, "test")
+    assert [(x.kind, x.units or x.rate) for x in layers] == [("dense", 4), ("dropout", 0.75), ("dense", 3)]
+    assert shape == (5,) and len(notes) == 4
+    text = " | ".join(notes)
+    assert all(part in text for part in ("'d0' (Dropout on the input)", "'lin' (Activation linear)",
+                                         "merged into one with rate 0.75", "'d3' (Dropout after the output layer)"))
+
+
 # --- import: the run folder and every verb on it ----------------------------------------------------------------
 
 def test_imported_run_is_a_complete_run(imported_run, seed_keras, mnist_like):
