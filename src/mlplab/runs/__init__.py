@@ -1,0 +1,1 @@
+"""The run layer: run folders, sessions (train, resume, evaluate, import), exports."""
