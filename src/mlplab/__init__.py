@@ -33,6 +33,7 @@ _EXPORTS = {
     "Trainer": "mlplab.train",
     "TrainingDiverged": "mlplab.train",
     "open_run": "mlplab.runs.folder",
+    "from_keras": "mlplab.runs.keras_import",
     "activations": "mlplab.inspect",
     "embed": "mlplab.inspect",
     "quality": "mlplab.inspect",

@@ -25,6 +25,8 @@ COMMANDS = {
     "report": ("mlplab.cli.report_cmd", "report", "Write a self-contained HTML report of a run."),
     "compare": ("mlplab.cli.report_cmd", "compare", "Overlay several runs' learning curves and metrics."),
     "run": ("mlplab.cli.run_cmd", "run", "Run an experiment file (TOML) end to end."),
+    "import": ("mlplab.cli.io_cmd", "import_", "Turn a trained Keras MLP (.keras/.h5) into a run directory."),
+    "export": ("mlplab.cli.io_cmd", "export", "Export a run's model to ONNX, TorchScript or Keras."),
 }
 
 
