@@ -33,6 +33,8 @@ _EXPORTS = {
     "Trainer": "mlplab.train",
     "TrainingDiverged": "mlplab.train",
     "open_run": "mlplab.runs.folder",
+    "TensorBoard": "mlplab.runs.tensorboard",
+    "MLflowLogger": "mlplab.runs.mlflow_logger",
     "activations": "mlplab.inspect",
     "embed": "mlplab.inspect",
     "quality": "mlplab.inspect",
