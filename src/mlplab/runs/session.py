@@ -134,9 +134,7 @@ def _loggers(opts: TrainOptions, ds, path: Path, config: dict) -> list:
         params = {"data": data, "model": spec, "init": config["model"].get("init"),
                   "val_split": config["data"].get("val_split")}
         params.update({k: v for k, v in config["train"].items() if k not in ("device", "threads")})
-        logger = MLflowLogger(opts.mlflow, run_name=path.resolve().name, params=params)
-        logger.run_folder = path
-        out.append(logger)
+        out.append(MLflowLogger(opts.mlflow, run_name=path.resolve().name, params=params))
     return out
 
 
@@ -210,6 +208,9 @@ def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOption
     if es is not None:
         cbs.insert(0, es)  # first, so that its checkpointed state keeps the same position on resume
     cbs.append(writer)  # last: it saves what the other callbacks decided
+    for cb in cbs:
+        if hasattr(cb, "attach_run"):  # loggers that finish with the run folder (on_run_complete below)
+            cb.attach_run(writer.path)
     try:
         if finish_only:
             history = trainer.finish(cbs)
