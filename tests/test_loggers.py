@@ -385,7 +385,7 @@ def test_mlflow_server_killed_mid_run(mlflow_server, tmp_path):
             stop(mlflow_server["proc"])
 
     result = train_run(TrainOptions(data="digits", model=SPEC, epochs=5), tmp_path / "run",
-                       callbacks=[LambdaCallback(on_epoch_end=kill_after_epoch_2), logger])
+                       callbacks=[logger, LambdaCallback(on_epoch_end=kill_after_epoch_2)])
     _assert_complete(tmp_path / "run", 5)
     [line] = result.warnings
     assert "failed sending metrics of epoch 3" in line
