@@ -121,6 +121,16 @@ def test_flag_value_is_optional_only_for_mlflow(capsys, tmp_path):
     assert code == 2 and err.count("\n") == 1 and "--tensorboard" in err
 
 
+@pytest.mark.parametrize("flag, package, extra", [("--tensorboard=tb", "tensorboard", "tensorboard"),
+                                                  ("--mlflow", "mlflow", "mlflow")])
+def test_a_missing_package_is_one_line_with_the_install_hint(capsys, tmp_path, monkeypatch, flag, package, extra):
+    monkeypatch.setitem(sys.modules, package, None)  # what Python does for a package that is not there
+    code, _, err = run_cli(["train", "--data", "digits", "--out", str(tmp_path / "r"), flag, "--quiet"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"pip install 'mlplab[{extra}]'" in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
 def _accumulator(folder):
     from tensorboard.backend.event_processing import event_accumulator
 
@@ -354,7 +364,7 @@ def test_mlflow_down_from_the_start_warns_once_and_the_run_completes(tmp_path):
     _assert_complete(tmp_path / "run", 2)
     assert result.metrics is not None and len(result.warnings) == 1
     [line] = result.warnings
-    assert "\n" not in line and "failed sending the run itself" in line
+    assert "\n" not in line and "failed sending the run itself (connection refused)" in line
     assert ("not logged: the run itself, metrics of epochs 1-2, test metrics, the run folder's files, the model, "
             "the run's end status") in line
 
@@ -388,7 +398,7 @@ def test_mlflow_server_killed_mid_run(mlflow_server, tmp_path):
                        callbacks=[logger, LambdaCallback(on_epoch_end=kill_after_epoch_2)])
     _assert_complete(tmp_path / "run", 5)
     [line] = result.warnings
-    assert "failed sending metrics of epoch 3" in line
+    assert "failed sending metrics of epoch 3 (connection refused)" in line
     assert ("not logged: metrics of epochs 3-5, test metrics, the run folder's files, the model, "
             "the run's end status") in line
     assert f"run {logger.run_id} has what came before" in line and "is complete" in line

@@ -107,13 +107,13 @@ def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=())
     model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
     _check_output_layer(model, ds)
     trainer = _make_trainer(model, opts)  # validates optimizer settings before anything is written
+    config = run_config(opts, ds, input_dim)
+    callbacks = list(callbacks) + _loggers(opts, ds, out, config)  # a missing package fails here, too
     prepare_run_dir(out, overwrite=overwrite)
     es = _early_stopping(opts)
     monitor, mode = _monitor(opts, es)
-    config = run_config(opts, ds, input_dim)
     writer = RunWriter(out, config, monitor=monitor, mode=mode)
     writer.write_static(summary(model))
-    callbacks = list(callbacks) + _loggers(opts, ds, out, config)
     return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
 
 
