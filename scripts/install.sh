@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install mlplab into it (editable, with the dev, umap, keras and onnx extras).
+# Create .venv and install mlplab into it (editable, with the dev extra and the optional extras the tests use).
 # Without an NVIDIA GPU, torch is pinned to a CPU build first, so that the open range in pyproject.toml
 # (torch>=2.3) is already satisfied and pip never pulls a multi-GB CUDA wheel. With a GPU, the normal
 # (CUDA) build comes from pyproject's range. TORCH_INDEX_URL, when set, is passed to pip for that first
@@ -20,5 +20,5 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
         "$VENV/bin/python" -m pip install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_CPU"
     fi
 fi
-"$VENV/bin/python" -m pip install -q -e '.[dev,umap,keras,onnx]'
+"$VENV/bin/python" -m pip install -q -e '.[dev,umap,keras,onnx,tensorboard,mlflow]'
 touch "$VENV/.installed"

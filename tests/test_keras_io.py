@@ -22,7 +22,7 @@ from mlplab.cli import main  # noqa: E402
 from mlplab.data import load_dataset, to_features  # noqa: E402
 from mlplab.errors import MlplabError  # noqa: E402
 from mlplab.model import build, summary  # noqa: E402
-from mlplab.run import open_run  # noqa: E402
+from mlplab.runs.folder import open_run  # noqa: E402
 from mlplab.runs.export import ONNX_OPSET, export_model  # noqa: E402
 from mlplab.runs.keras_import import read_keras  # noqa: E402
 

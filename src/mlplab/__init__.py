@@ -34,6 +34,8 @@ _EXPORTS = {
     "TrainingDiverged": "mlplab.train",
     "open_run": "mlplab.runs.folder",
     "from_keras": "mlplab.runs.keras_import",
+    "TensorBoard": "mlplab.runs.tensorboard",
+    "MLflowLogger": "mlplab.runs.mlflow_logger",
     "activations": "mlplab.inspect",
     "embed": "mlplab.inspect",
     "quality": "mlplab.inspect",

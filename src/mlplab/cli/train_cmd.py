@@ -34,6 +34,11 @@ def option_flags(command):
             text += f" Default: {f.default}."
         if kind is bool:
             command = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=text)(command)
+        elif f.metadata.get("bare_value") is not None:
+            # the value may be left out: click then passes flag_value (the next argument starting with '-'
+            # is another flag, not this one's value)
+            command = click.option(flag, f.name, type=kind, default=None, is_flag=False,
+                                   flag_value=f.metadata["bare_value"], help=text)(command)
         else:
             command = click.option(flag, f.name, type=kind, default=None, help=text)(command)
     return command
@@ -61,6 +66,11 @@ def train(out, config_file, resume, overwrite, quiet, **flags):
     from mlplab.runs.config import load_train_config
     from mlplab.runs.session import resume_run, train_run
 
+    import logging
+
+    # the library logs its warnings as well as returning them; the CLI prints the returned ones (above),
+    # so Python's last-resort handler must not print them a second time
+    logging.getLogger("mlplab").addHandler(logging.NullHandler())
     given = {k: v for k, v in flags.items() if v is not None}
     console = _console()
     if not quiet:
@@ -74,7 +84,8 @@ def train(out, config_file, resume, overwrite, quiet, **flags):
                               f"(got {names})")
         progress = _progress(quiet, console, given.get("epochs"), resume)
         result = resume_run(resume, epochs=given.get("epochs"), device=given.get("device"),
-                            threads=given.get("threads"), callbacks=[progress] if progress else [])
+                            threads=given.get("threads"), tensorboard=given.get("tensorboard"),
+                            mlflow=given.get("mlflow"), callbacks=[progress] if progress else [])
     else:
         if out is None:
             raise MlplabError("--out RUN_DIR is required (or --resume RUN to continue a run)")
@@ -88,6 +99,8 @@ def train(out, config_file, resume, overwrite, quiet, **flags):
         result = train_run(opts, out, overwrite=overwrite, callbacks=[progress] if progress else [])
     if progress is not None:
         progress.on_train_end(None)
+    for line in result.warnings:  # the loggers' (a tracking server that stopped answering): always shown
+        click.echo(f"mlplab: warning: {line}", err=True)
     _report_training(result, console, quiet)
 
 

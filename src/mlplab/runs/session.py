@@ -4,7 +4,7 @@ once at the end. `resume_run` rebuilds all of it from config.json and the last c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ class TrainResult:
     history: History
     metrics: dict | None      # None when training was interrupted
     interrupted_at: tuple[int, int] | None = None
+    warnings: list[str] = field(default_factory=list)  # one line each, from the loggers (MLflow unreachable...)
 
 
 # Data without a test part of its own gets a held-out test split made with this fixed seed, whatever the
@@ -50,8 +51,13 @@ def run_config(opts: TrainOptions, ds, input_dim: int) -> dict:
                  "class_names": list(ds.class_names), "source": ds.source,
                  "load_options": {"test_fraction": opts.test_fraction, "seed": TEST_SPLIT_SEED}},
         "model": {"spec": opts.model, "input_dim": input_dim, "init": opts.init},
-        "train": {k: v for k, v in opts.as_dict().items() if k not in ("data", "model", "init", "test_fraction")},
+        "train": {k: v for k, v in opts.as_dict().items()
+                  if k not in ("data", "model", "init", "test_fraction") and _recorded(k)},
     }
+
+
+def _recorded(name: str) -> bool:
+    return TrainOptions.__dataclass_fields__[name].metadata.get("recorded", True)
 
 
 def _options_from_config(config: dict) -> TrainOptions:
@@ -101,16 +107,39 @@ def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=())
     model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
     _check_output_layer(model, ds)
     trainer = _make_trainer(model, opts)  # validates optimizer settings before anything is written
+    config = run_config(opts, ds, input_dim)
+    callbacks = list(callbacks) + _loggers(opts, ds, out, config)  # a missing package fails here, too
     prepare_run_dir(out, overwrite=overwrite)
     es = _early_stopping(opts)
     monitor, mode = _monitor(opts, es)
-    writer = RunWriter(out, run_config(opts, ds, input_dim), monitor=monitor, mode=mode)
+    writer = RunWriter(out, config, monitor=monitor, mode=mode)
     writer.write_static(summary(model))
     return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
 
 
+def _loggers(opts: TrainOptions, ds, path: Path, config: dict) -> list:
+    """The TensorBoard and MLflow callbacks that --tensorboard / --mlflow ask for."""
+    out = []
+    spec, data = config["model"]["spec"], config["data"]["name"]
+    if opts.tensorboard:
+        from mlplab.runs.tensorboard import TensorBoard, run_hparams
+
+        # the projector shows the test split (a seeded sample): samples the model was not trained on
+        out.append(TensorBoard(opts.tensorboard, embeddings_data=(ds.x_test, ds.y_test),
+                               class_names=list(ds.class_names), hparams=run_hparams(config["train"], spec, data),
+                               seed=opts.seed))
+    if opts.mlflow:
+        from mlplab.runs.mlflow_logger import MLflowLogger
+
+        params = {"data": data, "model": spec, "init": config["model"].get("init"),
+                  "val_split": config["data"].get("val_split")}
+        params.update({k: v for k, v in config["train"].items() if k not in ("device", "threads")})
+        out.append(MLflowLogger(opts.mlflow, run_name=path.resolve().name, params=params))
+    return out
+
+
 def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | None = None,
-               threads: int | None = None) -> TrainResult:
+               threads: int | None = None, tensorboard: str | None = None, mlflow: str | None = None) -> TrainResult:
     from mlplab.data import load_dataset
     from mlplab.model import build
     from mlplab.runs.checkpoint import load_training_state
@@ -124,6 +153,7 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
         opts.device = device
     if threads is not None:
         opts.threads = threads
+    opts.tensorboard, opts.mlflow = tensorboard, mlflow  # where to log is not part of the run: given again
     opts.validate()
     last = run.checkpoint_dir / "last.safetensors"
     if not last.exists():
@@ -167,6 +197,7 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
     from mlplab.atomic import atomic_write_json
 
     atomic_write_json(run.path / "config.json", config)
+    callbacks = list(callbacks) + _loggers(opts, ds, run.path, config)
     return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks, finish_only=finish_only)
 
 
@@ -177,6 +208,9 @@ def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOption
     if es is not None:
         cbs.insert(0, es)  # first, so that its checkpointed state keeps the same position on resume
     cbs.append(writer)  # last: it saves what the other callbacks decided
+    for cb in cbs:
+        if hasattr(cb, "attach_run"):  # loggers that finish with the run folder (on_run_complete below)
+            cb.attach_run(writer.path)
     try:
         if finish_only:
             history = trainer.finish(cbs)
@@ -185,17 +219,28 @@ def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOption
                                   callbacks=cbs, split_seed=opts.seed)
     except TrainingDiverged as exc:
         writer.on_diverged(trainer)
+        for cb in cbs:
+            if hasattr(cb, "on_run_failed"):
+                cb.on_run_failed(trainer)
         good = trainer.history.epochs_done
         where = f"; the last good checkpoint (epoch {good}) is kept in {writer.path}" if good else ""
         raise TrainingDiverged(f"{exc}{where}") from None
     if history.interrupted:
-        return TrainResult(writer.path, history, None, getattr(trainer, "interrupted_at", None))
+        return TrainResult(writer.path, history, None, getattr(trainer, "interrupted_at", None),
+                           warnings=_warnings(cbs))
     metrics = evaluate_model(trainer.model, ds, loss=trainer.loss, data_name=opts.data, device=trainer.device)
     from mlplab.atomic import atomic_write_json
 
     atomic_write_json(writer.path / "metrics.json", metrics)
     writer.update_manifest(test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"])
-    return TrainResult(writer.path, history, metrics)
+    for cb in cbs:
+        if hasattr(cb, "on_run_complete"):  # loggers that keep the finished folder's files (MLflow)
+            cb.on_run_complete(writer.path, metrics)
+    return TrainResult(writer.path, history, metrics, warnings=_warnings(cbs))
+
+
+def _warnings(callbacks) -> list[str]:
+    return [w for cb in callbacks for w in getattr(cb, "warnings", ())]
 
 
 def evaluate_model(model, ds, *, loss: str = "categorical_crossentropy", data_name: str, device="cpu",

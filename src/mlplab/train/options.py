@@ -20,6 +20,13 @@ FLOAT32_MAX = 3.4e38
 # numpy's and scikit-learn's seeds are 32-bit; the trainer uses seed+2 for its second stream
 MAX_SEED = 2**32 - 3
 NOTEBOOK_SPEC = "512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax"
+# `--mlflow` without a value: an embedded SQLite tracking store in the current folder (one file, queryable,
+# what `mlflow ui --backend-store-uri sqlite:///mlruns.db` opens), not MLflow's folder of YAML files
+MLFLOW_DEFAULT_URI = "sqlite:///mlruns.db"
+
+
+def _nonblank(v) -> bool:
+    return v is None or (isinstance(v, str) and v.strip() != "")
 
 
 def _choices(registry: str) -> tuple[str, ...]:
@@ -38,11 +45,13 @@ def _choices(registry: str) -> tuple[str, ...]:
 
 
 def option(default, help: str, *, check=None, allowed: str = "", choices: str | None = None, flag: bool = True,
-           resumable: bool = False):
+           resumable: bool = False, bare_value=None, recorded: bool = True):
     """A TrainOptions field: `check(value) -> bool` with `allowed` saying what passes, or `choices` naming a
-    registry of allowed names. `flag=False` keeps it out of `mlplab train`'s flags (TOML only)."""
+    registry of allowed names. `flag=False` keeps it out of `mlplab train`'s flags (TOML only). `bare_value`:
+    the flag's value may be left out (`--mlflow` alone means `--mlflow <bare_value>`). `recorded=False`: not
+    part of the run's recipe, so not stored in config.json (where a run logs to, not how it trains)."""
     meta = {"help": help, "check": check, "allowed": allowed, "choices": choices, "flag": flag,
-            "resumable": resumable}
+            "resumable": resumable, "bare_value": bare_value, "recorded": recorded}
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=meta)
     return field(default=default, metadata=meta)
@@ -79,6 +88,13 @@ class TrainOptions:
     threads: typing.Optional[int] = option(None, "CPU threads (default: all cores).",
                                            check=lambda v: v is None or v > 0, allowed="an integer > 0",
                                            resumable=True)
+    tensorboard: typing.Optional[str] = option(
+        None, "Also log to TensorBoard: event files (scalars, histograms, hparams, summary, projector) under DIR.",
+        check=_nonblank, allowed="a folder path", resumable=True, recorded=False)
+    mlflow: typing.Optional[str] = option(
+        None, f"Also log to MLflow: a tracking URI (http://HOST:PORT, sqlite:///FILE.db); alone: "
+        f"{MLFLOW_DEFAULT_URI}.", check=_nonblank, allowed="a tracking URI", resumable=True,
+        bare_value=MLFLOW_DEFAULT_URI, recorded=False)
     test_fraction: float = option(0.2, "Test fraction for data without a test part of its own.",
                                   check=lambda v: 0.0 < v < 1.0, allowed="in (0, 1)", flag=False)
     extra: dict = field(default_factory=dict, repr=False)  # not an option: keeps unknown-but-allowed keys

@@ -1,0 +1,409 @@
+"""TensorBoard and MLflow logging, checked against the real components: TensorBoard's own event reader and a
+`tensorboard` server, an `mlflow server` with a SQLite store, both started here on 127.0.0.1.
+
+One CLI run (`--tensorboard DIR --mlflow`, the default SQLite store in its working folder) feeds the
+TensorBoard tests; one library run logs to the MLflow server. The server is killed by the last test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorboard", reason="pip install 'mlplab[tensorboard]'")
+pytest.importorskip("mlflow", reason="pip install 'mlplab[mlflow]'")
+
+from mlplab.cli import main  # noqa: E402
+from mlplab.runs.folder import open_run  # noqa: E402
+
+SPEC = "32:relu,16:relu,10:softmax"
+EPOCHS = 3
+BIN = Path(sys.executable).parent
+
+
+def run_cli(args, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, *, tries: int = 600, ok=lambda body: True) -> bytes:
+    """GET with bounded retries: a server that is still starting (or loading the logs) is asked again."""
+    last = None
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = response.read()
+            if ok(body):
+                return body
+            last = body[:200]
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer as expected: {last!r}")
+
+
+@contextlib.contextmanager
+def server(args, log_path: Path, env=None):
+    """A server process in its own process group, ended (with its workers) when the block ends."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **(env or {})})
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def stop(proc) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def history_rows(run: Path) -> list[dict]:
+    with open(run / "history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# --- one CLI run with both loggers ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """`mlplab train ... --tensorboard tb --mlflow` (bare: the default sqlite:///mlruns.db) in a fresh folder."""
+    work = tmp_path_factory.mktemp("cli")
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", "--data", "digits", "--model", SPEC, "--lr", "0.1", "--epochs", str(EPOCHS),
+                  "--out", "run", "--tensorboard", "tb", "--mlflow", "--quiet"])
+    finally:
+        os.chdir(here)
+    assert exit_info.value.code == 0
+    return work
+
+
+def test_bare_mlflow_flag_logs_to_the_local_sqlite_store(cli_run):
+    from mlflow.tracking import MlflowClient
+
+    assert (cli_run / "mlruns.db").is_file()
+    client = MlflowClient(f"sqlite:///{cli_run / 'mlruns.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("mlplab").experiment_id])
+    assert run.info.status == "FINISHED" and run.info.run_name == "run"
+    assert run.data.params["model"] == SPEC and run.data.params["epochs"] == str(EPOCHS)
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+    assert steps == list(range(1, EPOCHS + 1))
+
+
+def test_flag_value_is_optional_only_for_mlflow(capsys, tmp_path):
+    code, _, err = run_cli(["train", "--data", "digits", "--out", str(tmp_path / "r"), "--tensorboard"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--tensorboard" in err
+
+
+@pytest.mark.parametrize("flag, package, extra", [("--tensorboard=tb", "tensorboard", "tensorboard"),
+                                                  ("--mlflow", "mlflow", "mlflow")])
+def test_a_missing_package_is_one_line_with_the_install_hint(capsys, tmp_path, monkeypatch, flag, package, extra):
+    monkeypatch.setitem(sys.modules, package, None)  # what Python does for a package that is not there
+    code, _, err = run_cli(["train", "--data", "digits", "--out", str(tmp_path / "r"), flag, "--quiet"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"pip install 'mlplab[{extra}]'" in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def _accumulator(folder):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(folder), size_guidance={"scalars": 0, "histograms": 0,
+                                                                         "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def _check_scalars_equal_history(acc, run: Path) -> None:
+    rows = history_rows(run)
+    assert len(rows) == EPOCHS
+    for tag in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"):
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == [int(r["epoch"]) for r in rows], tag
+        # event files hold float32: the same number as history.csv's, rounded once
+        assert [e.value for e in events] == [float(np.float32(float(r[tag]))) for r in rows], tag
+
+
+def test_event_files_read_back_with_tensorboards_reader(cli_run):
+    acc = _accumulator(cli_run / "tb")
+    _check_scalars_equal_history(acc, cli_run / "run")
+    tags = acc.Tags()
+    for layer in ("dense_1", "dense_2", "dense_3"):
+        for part in ("kernel", "bias", "activations"):
+            assert f"{layer}/{part}" in tags["histograms"]
+        assert [h.step for h in acc.Histograms(f"{layer}/kernel")] == list(range(1, EPOCHS + 1))
+    # the histogram is of the real weights: its count is the layer's weight count, its range theirs
+    weights = open_run(cli_run / "run").model().dense_1.weight.detach().numpy()
+    last = acc.Histograms("dense_1/kernel")[-1].histogram_value
+    assert last.num == weights.size and np.isclose(last.min, weights.min()) and np.isclose(last.max, weights.max())
+    # the model summary as text (the text plugin stores it as a string tensor)
+    [text] = acc.Tensors("model/summary/text_summary")
+    summary = text.tensor_proto.string_val[0].decode()
+    assert "dense_1" in summary and "Total params: 2,778" in summary
+    # HParams: the experiment lists our options and the metrics are the per-epoch scalars
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = acc.PluginTagToContent("hparams")
+    data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    assert {h.name for h in data.experiment.hparam_infos} >= {"lr", "optimizer", "batch_size", "model", "seed"}
+    assert {m.name.tag for m in data.experiment.metric_infos} == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    assert start.session_start_info.hparams["model"].string_value == SPEC
+    assert start.session_start_info.hparams["lr"].number_value == 0.1
+
+
+def test_projector_files_hold_labels_predictions_and_sprite(cli_run):
+    from PIL import Image
+
+    from mlplab.train.predict import predict
+
+    tb = cli_run / "tb"
+    config = (tb / "projector_config.pbtxt").read_text()
+    assert config.count("embeddings {") == 3  # dense_1, dense_2, dense_3
+    folder = tb / f"{EPOCHS:05d}" / "dense_2"
+    lines = (folder / "metadata.tsv").read_text().splitlines()
+    assert lines[0] == "label\tprediction"
+    run = open_run(cli_run / "run")
+    test = run.split("test")  # digits has 360 test samples: fewer than the sample size, so all of them
+    assert len(lines) - 1 == len(test.y) == 360
+    labels, predicted = zip(*(line.split("\t") for line in lines[1:]))
+    assert list(labels) == [str(y) for y in test.y]
+    assert list(predicted) == [str(p) for p in predict(run.model(), test.x).argmax(axis=1)]
+    tensors = np.loadtxt(folder / "tensors.tsv", delimiter="\t")
+    from mlplab.inspect import activations
+
+    assert tensors.shape == (360, 16)
+    assert np.allclose(tensors, activations(run.model(), test.x, ["dense_2"])["dense_2"], atol=1e-6)
+    with Image.open(folder / "sprite.png") as sprite:
+        assert sprite.size == (19 * 8, 19 * 8)  # ceil(sqrt(360)) = 19 tiles of 8x8 pixels a side
+        tile = np.asarray(sprite.convert("L"))[:8, :8]
+    assert np.allclose(tile / 255.0, test.images[0] / 255.0, atol=1 / 255 + 1e-6)
+
+
+def test_tensorboard_server_answers_with_our_data(cli_run, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    args = [str(BIN / "tensorboard"), "--logdir", str(cli_run / "tb"), "--host", "127.0.0.1", "--port", str(port),
+            "--load_fast", "false"]
+    rows = history_rows(cli_run / "run")
+    with server(args, tmp_path / "tensorboard.log"):
+        scalars = json.loads(get(f"{base}/scalars/scalars?run=.&tag=val_loss",
+                                 ok=lambda b: b.startswith(b"[") and len(json.loads(b)) == EPOCHS))
+        assert [s[1] for s in scalars] == [1, 2, 3]
+        assert np.allclose([s[2] for s in scalars], [float(r["val_loss"]) for r in rows], rtol=1e-6)
+        hist = json.loads(get(f"{base}/histograms/histograms?run=.&tag=dense_1/kernel"))
+        assert [h[1] for h in hist] == [1, 2, 3]
+        assert sum(bucket[2] for bucket in hist[-1][2]) == pytest.approx(64 * 32)  # every weight counted once
+        info = json.loads(get(f"{base}/projector/info?run=.", ok=lambda b: b"embeddings" in b))
+        names = {e["tensorName"]: e for e in info["embeddings"]}
+        assert set(names) == {f"dense_{i}:{EPOCHS:05d}" for i in (1, 2, 3)}
+        name = f"dense_2:{EPOCHS:05d}"
+        assert names[name]["tensorShape"] == [360, 16]
+        tensor = np.frombuffer(get(f"{base}/projector/tensor?run=.&name={name}"), dtype=np.float32)
+        expected = np.loadtxt(cli_run / "tb" / f"{EPOCHS:05d}" / "dense_2" / "tensors.tsv", delimiter="\t")
+        assert np.allclose(tensor.reshape(360, 16), expected, atol=1e-6)
+        metadata = get(f"{base}/projector/metadata?run=.&name={name}").decode().splitlines()
+        assert metadata[0] == "label\tprediction" and len(metadata) == 361
+        sprite = get(f"{base}/projector/sprite_image?run=.&name={name}")
+        assert sprite.startswith(b"\x89PNG")
+
+
+def test_tensorboard_verb_exports_a_finished_run(cli_run, tmp_path, capsys):
+    code, out, _ = run_cli(["tensorboard", str(cli_run / "run"), "--out", str(tmp_path / "tb")], capsys)
+    assert code == 0 and "tensorboard --logdir" in out
+    exported = tmp_path / "tb" / "run"
+    acc = _accumulator(exported)
+    _check_scalars_equal_history(acc, cli_run / "run")
+    assert [h.step for h in acc.Histograms("dense_3/kernel")] == [EPOCHS]
+    assert (exported / f"{EPOCHS:05d}" / "dense_1" / "sprite.png").is_file()
+    # the projector's points are the live callback's: same sample (the test split), same final model
+    live = (cli_run / "tb" / f"{EPOCHS:05d}" / "dense_1" / "metadata.tsv").read_text()
+    assert (exported / f"{EPOCHS:05d}" / "dense_1" / "metadata.tsv").read_text() == live
+    code, _, err = run_cli(["tensorboard", str(cli_run / "run"), "--out", str(tmp_path / "tb")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "already holds TensorBoard logs" in err
+
+
+def test_tensorboard_callback_from_python(tmp_path):
+    """`fit(..., callbacks=[TensorBoard(dir)])` without a run folder: scalars equal the returned History."""
+    import mlplab
+
+    ds = mlplab.load_dataset("digits")
+    model = mlplab.build("16:relu,10:softmax", 64, seed=1)
+    history = mlplab.fit(model, ds.x_train, ds.y_train, epochs=2, validation_split=0.1, seed=1,
+                         callbacks=[mlplab.TensorBoard(tmp_path / "tb", embeddings_data=(ds.x_test, ds.y_test),
+                                                       embeddings_n=50)])
+    acc = _accumulator(tmp_path / "tb")
+    assert [e.value for e in acc.Scalars("val_accuracy")] == [float(np.float32(v))
+                                                              for v in history.history["val_accuracy"]]
+    assert len((tmp_path / "tb" / "00002" / "dense_1" / "metadata.tsv").read_text().splitlines()) == 51
+
+
+# --- MLflow against a real server ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    args = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
+            "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1"]
+    # the job runner (a pool of worker processes for MLflow's GenAI jobs) is not needed for tracking
+    with server(args, root / "server.log", env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}) as proc:
+        get(f"{uri}/health", tries=1200)
+        yield {"uri": uri, "proc": proc, "store": f"sqlite:///{root / 'store.db'}"}
+
+
+@pytest.fixture(scope="module")
+def server_run(mlflow_server, tmp_path_factory):
+    from mlplab.runs.session import train_run
+    from mlplab.train.options import TrainOptions
+
+    out = tmp_path_factory.mktemp("srv") / "digits-mlp"
+    opts = TrainOptions(data="digits", model=SPEC, lr=0.1, epochs=EPOCHS, seed=3, mlflow=mlflow_server["uri"])
+    result = train_run(opts, out)
+    assert result.warnings == []
+    return out
+
+
+def _the_run(client, name):
+    [run] = client.search_runs([client.get_experiment_by_name("mlplab").experiment_id],
+                               filter_string=f"attributes.run_name = '{name}'")
+    return run
+
+
+def test_mlflow_server_has_params_metrics_tags_and_artifacts(mlflow_server, server_run, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server["uri"])
+    run = _the_run(client, "digits-mlp")
+    assert run.info.status == "FINISHED"
+    config = json.loads((server_run / "config.json").read_text())
+    params = run.data.params
+    assert params["model"] == SPEC and params["data"] == "digits"
+    for key in ("lr", "batch_size", "optimizer", "seed", "epochs", "val_split"):
+        expected = config["train"].get(key, config["data"].get(key))
+        assert params[key] == str(expected), key
+    tags = run.data.tags
+    manifest = json.loads((server_run / "manifest.json").read_text())
+    assert tags["mlplab.seed"] == "3" and tags["mlplab.device"] == manifest["device"]
+    assert tags["mlplab.version.torch"] == manifest["environment"]["torch"]
+    rows = history_rows(server_run)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        logged = client.get_metric_history(run.info.run_id, key)
+        assert [(m.step, m.value) for m in logged] == [(int(r["epoch"]), float(r[key])) for r in rows], key
+    metrics = json.loads((server_run / "metrics.json").read_text())
+    assert run.data.metrics["test_accuracy"] == metrics["test_accuracy"]
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.json", "summary.txt", "history.csv", "metrics.json", "manifest.json", "model"} <= names
+    got = client.download_artifacts(run.info.run_id, "history.csv", str(tmp_path))
+    assert Path(got).read_bytes() == (server_run / "history.csv").read_bytes()
+
+
+def test_mlflow_model_predicts_like_mlplab_predict(mlflow_server, server_run, tmp_path, capsys, monkeypatch):
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
+    run = _the_run(MlflowClient(mlflow_server["uri"]), "digits-mlp")
+    test = open_run(server_run).split("test")
+    picks = list(range(0, 360, 24))  # 15 test digits
+    monkeypatch.chdir(tmp_path)  # short relative names: the table's rows stay on one line each
+    files = []
+    for i in picks:
+        files.append(f"digit{i}.npy")
+        np.save(files[-1], test.images[i])
+    code, out, _ = run_cli(["predict", str(server_run), *map(str, files), "--top", "1"], capsys)
+    assert code == 0
+    cli_classes = [line.split("│")[2].strip() for line in out.splitlines() if "digit" in line]
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_server["uri"])
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    proba = model.predict(test.images[picks])
+    assert list(proba.columns) == [str(c) for c in range(10)]
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    assert proba.idxmax(axis=1).tolist() == cli_classes
+    # and as features, as a served model receives them
+    assert np.allclose(model.predict(test.x[picks]).to_numpy(), proba.to_numpy())
+
+
+def test_mlflow_down_from_the_start_warns_once_and_the_run_completes(tmp_path):
+    from mlplab.runs.mlflow_logger import MLflowLogger
+    from mlplab.runs.session import train_run
+    from mlplab.train.options import TrainOptions
+
+    logger = MLflowLogger(f"http://127.0.0.1:{free_port()}", timeout=1.0)  # nothing listens there
+    result = train_run(TrainOptions(data="digits", model=SPEC, epochs=2), tmp_path / "run", callbacks=[logger])
+    _assert_complete(tmp_path / "run", 2)
+    assert result.metrics is not None and len(result.warnings) == 1
+    [line] = result.warnings
+    assert "\n" not in line and "failed sending the run itself (connection refused)" in line
+    assert ("not logged: the run itself, metrics of epochs 1-2, test metrics, the run folder's files, the model, "
+            "the run's end status") in line
+
+
+def _assert_complete(run: Path, epochs: int) -> None:
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["epochs"] == epochs and "test_accuracy" in manifest
+    assert len(history_rows(run)) == epochs
+    for name in ("config.json", "model.safetensors", "metrics.json", "summary.txt", "checkpoints/last.safetensors"):
+        assert (run / name).is_file(), name
+
+
+def test_mlflow_server_killed_mid_run(mlflow_server, tmp_path):
+    """Runs last in this module: it kills the server. Training finishes, the folder is complete, one warning
+    names what was not logged, and what was sent before the kill is in the server's store."""
+    from mlflow.tracking import MlflowClient
+
+    from mlplab.runs.mlflow_logger import MLflowLogger
+    from mlplab.runs.session import train_run
+    from mlplab.train import LambdaCallback
+    from mlplab.train.options import TrainOptions
+
+    logger = MLflowLogger(mlflow_server["uri"], run_name="killed", timeout=1.0)
+
+    def kill_after_epoch_2(trainer, epoch, logs):
+        if epoch + 1 == 2:
+            assert logger.flush(timeout=120)  # epochs 1-2 reached the server before it goes
+            stop(mlflow_server["proc"])
+
+    result = train_run(TrainOptions(data="digits", model=SPEC, epochs=5), tmp_path / "run",
+                       callbacks=[logger, LambdaCallback(on_epoch_end=kill_after_epoch_2)])
+    _assert_complete(tmp_path / "run", 5)
+    [line] = result.warnings
+    assert "failed sending metrics of epoch 3 (connection refused)" in line
+    assert ("not logged: metrics of epochs 3-5, test metrics, the run folder's files, the model, "
+            "the run's end status") in line
+    assert f"run {logger.run_id} has what came before" in line and "is complete" in line
+    store = MlflowClient(mlflow_server["store"])  # the server's own SQLite file, read without the server
+    logged = store.get_metric_history(logger.run_id, "val_loss")
+    rows = history_rows(tmp_path / "run")
+    assert [(m.step, m.value) for m in logged] == [(e, float(rows[e - 1]["val_loss"])) for e in (1, 2)]
+    assert store.get_run(logger.run_id).info.status == "RUNNING"  # its end was never received
