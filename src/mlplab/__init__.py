@@ -33,7 +33,7 @@ _EXPORTS = {
     "LambdaCallback": "mlplab.train",
     "Trainer": "mlplab.train",
     "TrainingDiverged": "mlplab.train",
-    "open_run": "mlplab.runs.folder",
+    "open_run": "mlplab.runs.api",
     "activations": "mlplab.inspect",
     "embed": "mlplab.inspect",
     "quality": "mlplab.inspect",
@@ -43,10 +43,17 @@ _EXPORTS = {
     "explore": "mlplab.viz.notebook",
 }
 
-__all__ = ["MlplabError", "__version__", "register_display", *_EXPORTS]
+__all__ = ["MlplabError", "__version__", "register_display", "train", *_EXPORTS]
+
+
+def _train_function(*args, **kwargs):
+    """What calling `mlplab.train(...)` runs (see mlplab/train/__init__.py): the run layer's train."""
+    return importlib.import_module("mlplab.runs.api").train(*args, **kwargs)
 
 
 def __getattr__(name: str):
+    if name == "train":  # the subpackage, which is also callable as mlplab.train(...)
+        return importlib.import_module("mlplab.train")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'mlplab' has no attribute {name!r}")
