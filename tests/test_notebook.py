@@ -158,7 +158,8 @@ def test_executed_notebook_renders_in_chromium(executed):
         shutil.copyfile(shot, os.environ["MLPLAB_NOTEBOOK_SCREENSHOT"])
 
     probe = tmp / "notebook.probe.html"
-    probe.write_text(body.replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    head, _, tail = body.rpartition("</body>")  # the page's own closing tag (scripts may hold the string too)
+    probe.write_text(head + PROBE + "</body>" + tail, encoding="utf-8")
     proc, netlog = chromium(["--virtual-time-budget=10000", "--dump-dom", probe.resolve().as_uri()], tmp, "nb-dom")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert console_problems(proc.stderr) == []

@@ -384,7 +384,9 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 128, loss: str = "cat
                 trainer.dropout_gen.set_state(previous.dropout_gen.get_state())
         model._mlplab_trainer = trainer
     progress = progress_callback(verbose, trainer.history.epochs_done + epochs, show_lr=schedule != "constant")
-    cbs = list(callbacks)
+    from mlplab.train.keras_protocol import adapt
+
+    cbs = adapt(callbacks, trainer.history.epochs_done + epochs)  # Keras-protocol objects work unchanged
     if early_stopping is not None:
         cbs.append(EarlyStopping.from_string(early_stopping) if isinstance(early_stopping, str) else early_stopping)
     if progress is not None:
