@@ -7,6 +7,7 @@ importing torch, scikit-learn or Bokeh until a function that needs them is calle
 from __future__ import annotations
 
 import importlib
+import sys
 
 from mlplab.errors import MlplabError
 
@@ -32,19 +33,30 @@ _EXPORTS = {
     "LambdaCallback": "mlplab.train",
     "Trainer": "mlplab.train",
     "TrainingDiverged": "mlplab.train",
-    "open_run": "mlplab.runs.folder",
+    "open_run": "mlplab.runs.api",
     "from_keras": "mlplab.runs.keras_import",
     "TensorBoard": "mlplab.runs.tensorboard",
     "MLflowLogger": "mlplab.runs.mlflow_logger",
     "activations": "mlplab.inspect",
     "embed": "mlplab.inspect",
     "quality": "mlplab.inspect",
+    "Metrics": "mlplab.train.metrics",
+    "plot_history": "mlplab.viz.notebook",
+    "plot_embedding": "mlplab.viz.notebook",
+    "explore": "mlplab.viz.notebook",
 }
 
-__all__ = ["MlplabError", "__version__", *_EXPORTS]
+__all__ = ["MlplabError", "__version__", "register_display", "train", *_EXPORTS]
+
+
+def _train_function(*args, **kwargs):
+    """What calling `mlplab.train(...)` runs (see mlplab/train/__init__.py): the run layer's train."""
+    return importlib.import_module("mlplab.runs.api").train(*args, **kwargs)
 
 
 def __getattr__(name: str):
+    if name == "train":  # the subpackage, which is also callable as mlplab.train(...)
+        return importlib.import_module("mlplab.train")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'mlplab' has no attribute {name!r}")
@@ -55,3 +67,48 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(__all__)
+
+
+# Inline display in Jupyter. History, Metrics and MLP live below viz/, which draws them, and may not import it
+# (tests/test_layers.py). Rather than a display-hook registry in the lower layers that a higher one fills in,
+# the facade registers IPython formatters by type *name*: no lower module changes, neither the types nor viz
+# is imported until an object is actually shown, and a plain Python session pays nothing.
+# (type's module, type name) -> (module of the renderer, function returning HTML)
+_HTML_DISPLAY = {
+    ("mlplab.train.history", "History"): ("mlplab.viz.notebook", "history_html"),
+    ("mlplab.train.metrics", "Metrics"): ("mlplab.viz.notebook", "metrics_html"),
+    ("mlplab.model.mlp", "MLP"): ("mlplab.viz.notebook", "model_html"),
+}
+
+
+def _renderer(module: str, name: str):
+    def render(obj):
+        return getattr(importlib.import_module(module), name)(obj)
+    return render
+
+
+def register_display(shell=None) -> bool:
+    """Register the HTML formatters with an IPython shell (the running one by default); False without one.
+
+    Called on import; call it yourself only if IPython started after mlplab was imported.
+    """
+    if shell is None:
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return False
+    formatter = shell.display_formatter.formatters["text/html"]
+    for (module, name), (where, fn) in _HTML_DISPLAY.items():
+        formatter.for_type_by_name(module, name, _renderer(where, fn))
+    # Our figures are plain matplotlib Figures (not pyplot's), which IPython shows only once matplotlib-inline
+    # has registered its PNG formatter (it does so when pyplot is imported). Until then, draw them ourselves;
+    # matplotlib-inline, when it comes, replaces this with its own.
+    png = shell.display_formatter.formatters["image/png"]
+    figure = ("matplotlib.figure", "Figure")
+    if figure not in png.deferred_printers and not any(
+            (getattr(t, "__module__", None), getattr(t, "__name__", None)) == figure for t in png.type_printers):
+        png.for_type_by_name(*figure, _renderer("mlplab.viz.figures", "figure_bytes"))
+    return True
+
+
+register_display()

@@ -6,25 +6,14 @@ terminal (CI logs, pipes) only the per-epoch lines are printed.
 
 from __future__ import annotations
 
-import math
 import time
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mlplab.train.callbacks import Callback
-
-REFRESH_SECONDS = 0.1  # reading the running loss forces a device sync, so do it a few times a second at most
-
-
-def epoch_line(row: dict, epochs: int, show_lr: bool = False) -> str:
-    parts = [f"Epoch {int(row['epoch'])}/{epochs}", f"{row['seconds']:.1f}s",
-             f"loss: {row['loss']:.4f}", f"accuracy: {row['accuracy']:.4f}"]
-    if not math.isnan(row.get("val_loss", math.nan)):
-        parts += [f"val_loss: {row['val_loss']:.4f}", f"val_accuracy: {row['val_accuracy']:.4f}"]
-    if show_lr:
-        parts.append(f"lr: {row['lr']:.3g}")
-    return " - ".join(parts)
+# the texts are shared with fit(verbose=...) in the library
+from mlplab.train.progress import REFRESH_SECONDS, epoch_line, running_stats
 
 
 class ConsoleProgress(Callback):
@@ -54,8 +43,7 @@ class ConsoleProgress(Callback):
             return
         self.last = now
         seen = logs["seen"]
-        loss = float(logs["loss_sum"]) / seen
-        acc = float(logs["correct"]) / seen
+        loss, acc = running_stats(logs)
         self.progress.update(self.task, completed=batch + 1, rate=f"{seen / (now - self.t0):,.0f} samples/s",
                              stats=f"loss {loss:.4f} acc {acc:.4f}")
 

@@ -52,7 +52,24 @@ class History:
         return len(self.rows)
 
     def __repr__(self) -> str:
-        return f"History({len(self.rows)} epochs)"
+        """`History(12 epochs)` and, below it, the last epoch's numbers (the notebook shows the curves)."""
+        head = f"History({len(self.rows)} epochs)"
+        if not self.rows:
+            return head
+        last = self.rows[-1]
+        parts = [f"{k}: {last[k]:.4f}" for k in ("loss", "accuracy", "val_loss", "val_accuracy")
+                 if not _isnan(last.get(k))]
+        notes = [f"stopped early at epoch {self.stopped_early_at}"] if self.stopped_early_at else []
+        return "\n".join([head, f"  last epoch {int(last['epoch'])}: " + " - ".join(parts), *notes])
+
+    def plot(self, **options):
+        """The learning curves as a matplotlib Figure (mlplab.plot_history(self)).
+
+        Drawing lives a layer up (viz/), which train/ may not import; the facade resolves the name lazily.
+        """
+        import mlplab
+
+        return mlplab.plot_history(self, **options)
 
 
 def _isnan(value) -> bool:

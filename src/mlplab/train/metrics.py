@@ -36,7 +36,7 @@ def classification_metrics(*, y_true, probabilities, loss: float, class_names: l
     names = list(class_names) if len(class_names) == n_classes else [str(i) for i in range(n_classes)]
     cm = confusion_matrix(y_true, y_pred, n_classes)
     per_class = per_class_scores(cm, names)
-    return {
+    return Metrics({
         "test_loss": float(loss),
         "test_accuracy": float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
         "n_test": int(len(y_true)),
@@ -46,4 +46,39 @@ def classification_metrics(*, y_true, probabilities, loss: float, class_names: l
         "confusion_matrix": cm.tolist(),
         "data": data,
         "split": split,
-    }
+    })
+
+
+class Metrics(dict):
+    """Test metrics: the metrics.json dict (every key as before) with attribute views and a readable repr.
+
+    A dict subclass so json.dumps, metrics["test_accuracy"] and every existing caller keep working; in a
+    notebook it shows itself as a per-class table and a confusion matrix (registered by the package facade).
+    """
+
+    @property
+    def accuracy(self) -> float:
+        return self["test_accuracy"]
+
+    @property
+    def loss(self) -> float:
+        return self["test_loss"]
+
+    @property
+    def confusion_matrix(self) -> np.ndarray:
+        return np.asarray(self["confusion_matrix"], dtype=np.int64)
+
+    @property
+    def per_class(self) -> list[dict]:
+        return self["per_class"]
+
+    def __repr__(self) -> str:
+        lines = [f"Metrics({self.get('split', 'test')}: accuracy {self.get('test_accuracy', float('nan')):.4f}, "
+                 f"loss {self.get('test_loss', float('nan')):.4f}, {self.get('n_test', '?')} samples)"]
+        rows = self.get("per_class", [])
+        width = max([5] + [len(c["class"]) for c in rows])
+        if rows:
+            lines.append(f"  {'class':<{width}}  precision  recall      f1  support")
+        lines += [f"  {c['class']:<{width}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:6.3f}  "
+                  f"{c['support']:7d}" for c in rows]
+        return "\n".join(lines)

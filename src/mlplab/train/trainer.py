@@ -355,12 +355,18 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 128, loss: str = "cat
         optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
         weight_decay: float = 0.0, schedule: str = "constant", validation_split: float = 0.0,
         validation_data=None, early_stopping: EarlyStopping | str | None = None, callbacks=(), seed: int = 0,
-        device="cpu", threads: int | None = None) -> History:
+        device="cpu", threads: int | None = None, verbose="auto") -> History:
     """Keras-style fit: `epochs` more epochs on `model`; calling it again continues the same History.
+
+    `verbose`: 0 silent, 1 a live bar per epoch, 2 one line per epoch (Keras's meanings); "auto" is 1 in a
+    Jupyter notebook and 0 elsewhere (train/progress.py).
 
     The optimizer state carries over between calls with the same optimizer settings (as a compiled Keras
     model keeps its optimizer).
     """
+    from mlplab.train.progress import progress_callback, resolve_verbose
+
+    resolve_verbose(verbose)  # a bad value fails before anything about the model changes
     settings = dict(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
                     weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, seed=seed,
                     device=device, threads=threads)
@@ -377,8 +383,13 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 128, loss: str = "cat
             if previous.device == trainer.device:
                 trainer.dropout_gen.set_state(previous.dropout_gen.get_state())
         model._mlplab_trainer = trainer
-    cbs = list(callbacks)
+    progress = progress_callback(verbose, trainer.history.epochs_done + epochs, show_lr=schedule != "constant")
+    from mlplab.train.keras_protocol import adapt
+
+    cbs = adapt(callbacks, trainer.history.epochs_done + epochs)  # Keras-protocol objects work unchanged
     if early_stopping is not None:
         cbs.append(EarlyStopping.from_string(early_stopping) if isinstance(early_stopping, str) else early_stopping)
+    if progress is not None:
+        cbs.append(progress)  # last: its epoch line follows what the other callbacks did to the epoch
     return trainer.fit(x, y, epochs=trainer.history.epochs_done + epochs, validation_split=validation_split,
                        validation_data=validation_data, callbacks=cbs)

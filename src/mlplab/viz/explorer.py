@@ -49,9 +49,14 @@ def _defang(script: str) -> str:
     return _URL.sub(sub, script)
 
 
+def offline_scripts(fragment: str) -> str:
+    """Remove literal external URLs from the inline scripts of a page or a fragment (see module docstring)."""
+    return _SCRIPT.sub(lambda m: m.group(1) + _defang(m.group(2)) + m.group(3), fragment)
+
+
 def make_offline(page: str) -> str:
     """Add the CSP meta tag and remove literal external URLs from inline scripts (see module docstring)."""
-    page = _SCRIPT.sub(lambda m: m.group(1) + _defang(m.group(2)) + m.group(3), page)
+    page = offline_scripts(page)
     meta = f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
     return page.replace("<head>", "<head>\n" + meta, 1)
 
@@ -71,17 +76,28 @@ def _tooltip(with_thumbs: bool) -> str:
             '<span style="color:#777">#@index</span></div></div>')
 
 
-def explorer_html(panels: Mapping[str, np.ndarray], labels, class_names: Sequence[str], *, predictions=None,
-                  confidences=None, indices=None, thumbnails: Sequence[str] | None = None,
-                  qualities: Mapping[str, Mapping] | None = None, seconds: Mapping[str, float] | None = None,
-                  method: str = "", title: str = "Embedding explorer") -> str:
+def explorer_html(panels: Mapping[str, np.ndarray], labels, class_names: Sequence[str], *,
+                  title: str = "Embedding explorer", **options) -> str:
     """A complete HTML page exploring the 2-D maps in `panels` ({name: coords (N, 2)})."""
     from bokeh.embed import file_html
+    from bokeh.resources import INLINE
+
+    layout, height = explorer_layout(panels, labels, class_names, title=title, **options)
+    page = file_html(layout, resources=INLINE, title=title)
+    # the page's own height, so a report can size the frame it sits in without a gap or a scroll bar
+    page = page.replace("<head>", f'<head>\n<meta name="mlplab-height" content="{height}">', 1)
+    return make_offline(page)
+
+
+def explorer_layout(panels: Mapping[str, np.ndarray], labels, class_names: Sequence[str], *, predictions=None,
+                    confidences=None, indices=None, thumbnails: Sequence[str] | None = None,
+                    qualities: Mapping[str, Mapping] | None = None, seconds: Mapping[str, float] | None = None,
+                    method: str = "", title: str = "Embedding explorer"):
+    """(Bokeh layout, its height in pixels): the explorer without a page around it (a notebook embeds it)."""
     from bokeh.layouts import column, gridplot
     from bokeh.models import (BoxSelectTool, CDSView, ColumnDataSource, Div, HoverTool, IndexFilter,
                               LassoSelectTool, Legend, LegendItem, PanTool, ResetTool, WheelZoomTool)
     from bokeh.plotting import figure
-    from bokeh.resources import INLINE
 
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
@@ -159,9 +175,5 @@ def explorer_html(panels: Mapping[str, np.ndarray], labels, class_names: Sequenc
                       "click a legend entry to hide that class.</p>"))
     cols = len(plots) if len(plots) <= 4 else 3
     grid = gridplot(plots, ncols=cols, toolbar_location="above", merge_tools=True)
-    page = file_html(column(intro, grid), resources=INLINE, title=title)
-    # the page's own height, so a report can size the frame it sits in without a gap or a scroll bar
     rows = -(-len(plots) // cols)
-    height = 110 + rows * (side + 10)
-    page = page.replace("<head>", f'<head>\n<meta name="mlplab-height" content="{height}">', 1)
-    return make_offline(page)
+    return column(intro, grid), 110 + rows * (side + 10)

@@ -1,0 +1,109 @@
+"""Python = CLI: mlplab.train(...) writes the run folder `mlplab train` writes, mlplab.open_run(path) reads one back.
+
+Both go through the same session (runs/session.py train_run) with options from the one table
+(train/options.py TrainOptions), so a run made from a notebook can be reported, compared, embedded or resumed
+from the command line and the other way round. A run shows itself inline as a card with its curves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlplab.errors import MlplabError
+from mlplab.runs.folder import Run
+from mlplab.runs.folder import open_run as _open_folder
+from mlplab.train.history import History
+
+
+def train(data: str | None = None, out=None, *, overwrite: bool = False, verbose="auto", callbacks=(),
+          **options) -> "OpenedRun":
+    """Train as `mlplab train --data DATA --out OUT ...` does; keyword options are TrainOptions' keys (`mlplab
+    train`'s flags with underscores: model, epochs, lr, batch_size, val_split, early_stop, seed, ...)."""
+    from mlplab.runs.session import train_run
+    from mlplab.train.options import TrainOptions
+    from mlplab.train.progress import progress_callback, resolve_verbose
+
+    if out is None:
+        raise MlplabError("train needs out=RUN_DIR: the folder the run is written to")
+    resolve_verbose(verbose)
+    if data is not None:
+        options["data"] = data
+    opts = TrainOptions.from_mapping(options, where="train")  # unknown keys: one line listing the allowed ones
+    progress = progress_callback(verbose, opts.epochs, show_lr=opts.schedule != "constant")
+    result = train_run(opts, Path(out), overwrite=overwrite,
+                       callbacks=[*callbacks, *([progress] if progress else [])])
+    return open_run(result.path)
+
+
+def open_run(path) -> "OpenedRun":
+    """A run folder with its parts as Python values: .model, .history (a History), .metrics (Metrics or None)."""
+    return OpenedRun(_open_folder(path))
+
+
+class OpenedRun:
+    """A run folder read back. Each part is loaded when first asked for; `.run` is the folder object the
+    report, compare and embed sessions take."""
+
+    def __init__(self, run: Run):
+        self.run = run
+        self.path: Path = run.path
+        self.config: dict = run.config
+        self._model = None
+
+    @property
+    def name(self) -> str:
+        return self.run.name
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.run.class_names
+
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = self.run.model()
+        return self._model
+
+    @property
+    def history(self) -> History:
+        return History(self.run.history())
+
+    @property
+    def metrics(self):
+        from mlplab.train.metrics import Metrics
+
+        found = self.run.metrics()
+        return None if found is None else Metrics(found)
+
+    def __repr__(self) -> str:
+        rows = self.run.history()
+        metrics = self.run.metrics()
+        acc = f", test accuracy {metrics['test_accuracy']:.4f}" if metrics else ""
+        return f"Run({str(self.path)!r}: {self.config['model']['spec']}, {len(rows)} epochs{acc})"
+
+    def _repr_html_(self) -> str:
+        return run_html(self)
+
+
+def run_html(opened: OpenedRun) -> str:
+    """The run's summary card: name, data, model, settings, headline metrics, curves, links to its files."""
+    from mlplab.viz.figures import png_data_uri
+    from mlplab.viz.notebook import CARD_STYLE, esc, html_table, plot_history
+
+    cfg = opened.config
+    rows = opened.run.history()
+    metrics = opened.run.metrics()
+    train_cfg = cfg.get("train", {})
+    facts = [("data", cfg["data"].get("name")), ("model", cfg["model"].get("spec")),
+             ("optimizer", f"{train_cfg.get('optimizer')} lr {train_cfg.get('lr')}"),
+             ("epochs", len(rows)), ("batch size", train_cfg.get("batch_size")), ("seed", train_cfg.get("seed"))]
+    if metrics:
+        facts += [("test accuracy", f"{metrics['test_accuracy']:.4f}"), ("test loss", f"{metrics['test_loss']:.4f}")]
+    curves = ""
+    if rows:
+        curves = f'<img alt="learning curves" style="max-width:100%" src="{png_data_uri(plot_history(rows), dpi=72)}">'
+    files = [p.name for p in sorted(opened.path.iterdir()) if p.is_file() and p.suffix in (".json", ".csv", ".txt",
+                                                                                            ".html", ".safetensors")]
+    links = " · ".join(f'<a href="{esc((opened.path / f).as_posix())}">{esc(f)}</a>' for f in files)
+    return (f'<div style="{CARD_STYLE}"><b>Run</b> <code>{esc(opened.path)}</code>'
+            f'{html_table(["", ""], facts)}{curves}<div style="color:#555">files: {links}</div></div>')
