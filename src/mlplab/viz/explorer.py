@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mlplab.viz.palette import MISTAKE_COLOR, class_colors
-from mlplab.viz.scatter import METHOD_TITLES, quality_line
+from mlplab.inspect.embed import method_title as title_of
+from mlplab.viz.scatter import quality_line
 
 # Namespace identifiers: compared as strings by the DOM, never fetched.
 XML_NAMESPACES = (
@@ -111,7 +112,7 @@ def explorer_html(panels: Mapping[str, np.ndarray], labels, class_names: Sequenc
     with_thumbs = thumbnails is not None and any(thumbnails)
     class_views = [CDSView(filter=IndexFilter(np.flatnonzero(labels == c).tolist())) for c in range(n_classes)]
     wrong = None if preds is None else np.flatnonzero(preds != labels)
-    method_title = METHOD_TITLES.get(method, method)
+    method_title = title_of(method) if method else ""
 
     plots, per_class, mistake_renderers = [], [[] for _ in range(n_classes)], []
     for name, (xk, yk) in keys.items():
