@@ -5,56 +5,81 @@ card with the sample's thumbnail, true and predicted class, confidence and index
 linked panels drawn from ONE ColumnDataSource: a selection lives on the source, so points picked in one
 layer light up in all of them. WebGL keeps 10,000+ points smooth.
 
-Offline by construction: BokehJS is inlined (bokeh.resources.INLINE) and a Content-Security-Policy meta tag
-forbids every network fetch. BokehJS carries URL strings in license comments and in code paths this page
-never runs (MathJax and Google Maps loaders); inside <script> we write "://" as ":\\/\\/", which JavaScript
-and JSON read as the same string, so the file holds no literal external URL, only XML namespace names.
-User strings (class names, titles) are html.escape'd wherever they reach HTML.
+The page comes from templates/explorer.html (viz/pages.py: the shared skeleton and CSP, BokehJS inlined). The
+Bokeh document sits in the page as JSON (explorer_doc), so a run report can draw several explorers with one
+copy of BokehJS (read_explorer). User strings (class names, titles) are escaped wherever they reach HTML.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
 
 import numpy as np
+from markupsafe import Markup
 
-from mlplab.viz.palette import MISTAKE_COLOR, class_colors
 from mlplab.inspect.embed import method_title as title_of
+from mlplab.viz.pages import XML_NAMESPACES, bokeh_bundle, render, script_json
+from mlplab.viz.palette import MISTAKE_COLOR, class_colors
 from mlplab.viz.scatter import quality_line
 
-# Namespace identifiers: compared as strings by the DOM, never fetched.
-XML_NAMESPACES = (
-    "http://www.w3.org/2000/svg",
-    "http://www.w3.org/1999/xhtml",
-    "http://www.w3.org/1998/Math/MathML",
-    "http://www.w3.org/1999/xlink",
-    "http://www.w3.org/2000/xmlns/",
-    "http://www.w3.org/XML/1998/namespace",
-)
-# regl (Bokeh's WebGL layer) compiles shaders' JS with new Function, hence 'unsafe-eval'.
-CSP = ("default-src 'none'; img-src data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline' "
-       "'unsafe-eval'; font-src data:")
+__all__ = ["XML_NAMESPACES", "ExplorerDoc", "explorer_doc", "explorer_html", "read_explorer", "EXPLORER_CSS"]
 
-_SCRIPT = re.compile(r"(<script\b[^>]*>)(.*?)(</script>)", re.DOTALL | re.IGNORECASE)
-_URL = re.compile(r"\b(https?)://")
+PAYLOAD_FORMAT = "mlplab-explorer/1"
+INTRO_HEIGHT = 70  # the title and the one-line help above the plots (px)
+
+EXPLORER_CSS = (".explorer-title{margin:0 0 4px;font:600 17px system-ui,sans-serif}"
+                ".explorer-intro{margin:0 0 6px;color:#555;font:13px system-ui,sans-serif}")
+_PAGE_CSS = "body{margin:8px;background:#fff;color:#222}" + EXPLORER_CSS
 
 
-def _defang(script: str) -> str:
-    def sub(m):
-        start = m.start()
-        if any(script.startswith(ns, start) for ns in XML_NAMESPACES):
-            return m.group(0)
-        return m.group(1) + r":\/\/"
-    return _URL.sub(sub, script)
+@dataclass
+class ExplorerDoc:
+    """One explorer as values: its Bokeh document (bokeh.embed.json_item) and what is shown around it."""
+
+    title: str
+    n: int                 # points
+    height: int            # the whole page's height in px (title, help line and plots)
+    item: dict             # the Bokeh document, as bokeh.embed.json_item returns it
+    bokeh: str             # the Bokeh version that wrote it: BokehJS of another version may not read it
+
+    @property
+    def plot_height(self) -> int:
+        return max(self.height - INTRO_HEIGHT, 0)
+
+    @property
+    def payload(self) -> Markup:
+        return script_json({"format": PAYLOAD_FORMAT, "bokeh": self.bokeh, "title": self.title, "n": self.n,
+                            "height": self.height, "item": self.item})
 
 
-def make_offline(page: str) -> str:
-    """Add the CSP meta tag and remove literal external URLs from inline scripts (see module docstring)."""
-    page = _SCRIPT.sub(lambda m: m.group(1) + _defang(m.group(2)) + m.group(3), page)
-    meta = f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-    return page.replace("<head>", "<head>\n" + meta, 1)
+_PAYLOAD = re.compile(r'<script type="application/json" class="mlplab-explorer"[^>]*>(.*?)</script>', re.DOTALL)
+
+
+def read_explorer(page: str) -> ExplorerDoc | None:
+    """The explorer in a page that explorer_html wrote, if the installed BokehJS can draw it; else None.
+
+    None for pages of other origin, of an older layout, or of another Bokeh version: those are shown as they are
+    (their own, complete page) rather than re-drawn.
+    """
+    found = _PAYLOAD.findall(page)
+    if len(found) != 1:
+        return None
+    try:
+        data = json.loads(found[0])
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("format") != PAYLOAD_FORMAT or data.get("bokeh") != version("bokeh"):
+        return None
+    try:
+        return ExplorerDoc(title=str(data["title"]), n=int(data["n"]), height=int(data["height"]),
+                           item=dict(data["item"]), bokeh=str(data["bokeh"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 TOOLTIP_CSS = ("display:flex;gap:8px;align-items:center;font:12px/1.35 system-ui,sans-serif;"
@@ -72,17 +97,24 @@ def _tooltip(with_thumbs: bool) -> str:
             '<span style="color:#777">#@index</span></div></div>')
 
 
-def explorer_html(panels: Mapping[str, np.ndarray], labels, class_names: Sequence[str], *, predictions=None,
-                  confidences=None, indices=None, thumbnails: Sequence[str] | None = None,
-                  qualities: Mapping[str, Mapping] | None = None, seconds: Mapping[str, float] | None = None,
-                  method: str = "", title: str = "Embedding explorer") -> str:
-    """A complete HTML page exploring the 2-D maps in `panels` ({name: coords (N, 2)})."""
-    from bokeh.embed import file_html
-    from bokeh.layouts import column, gridplot
-    from bokeh.models import (BoxSelectTool, CDSView, ColumnDataSource, Div, HoverTool, IndexFilter,
+def explorer_html(panels: Mapping[str, np.ndarray], labels, class_names: Sequence[str], **kwargs) -> str:
+    """A complete, self-contained HTML page exploring the 2-D maps in `panels` ({name: coords (N, 2)}).
+
+    Keywords as for explorer_doc."""
+    doc = explorer_doc(panels, labels, class_names, **kwargs)
+    return render("explorer.html", ex=doc, css=Markup(_PAGE_CSS), bokeh_js=bokeh_bundle())
+
+
+def explorer_doc(panels: Mapping[str, np.ndarray], labels, class_names: Sequence[str], *, predictions=None,
+                 confidences=None, indices=None, thumbnails: Sequence[str] | None = None,
+                 qualities: Mapping[str, Mapping] | None = None, seconds: Mapping[str, float] | None = None,
+                 method: str = "", title: str = "Embedding explorer") -> ExplorerDoc:
+    """The explorer of the 2-D maps in `panels` as a Bokeh document (linked panels, legend, hover cards)."""
+    from bokeh.embed import json_item
+    from bokeh.layouts import gridplot
+    from bokeh.models import (BoxSelectTool, CDSView, ColumnDataSource, HoverTool, IndexFilter,
                               LassoSelectTool, Legend, LegendItem, PanTool, ResetTool, WheelZoomTool)
     from bokeh.plotting import figure
-    from bokeh.resources import INLINE
 
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
@@ -154,15 +186,10 @@ def explorer_html(panels: Mapping[str, np.ndarray], labels, class_names: Sequenc
     plots[-1].add_layout(legend, "right")
     plots[-1].width += 150  # room for the legend beside the last panel
 
-    intro = Div(text=(f"<h2 style='margin:0 0 4px;font:600 17px system-ui,sans-serif'>{html.escape(title)}</h2>"
-                      f"<p style='margin:0;color:#555;font:13px system-ui,sans-serif'>{n} points. Hover for the "
-                      "sample; drag to pan, scroll to zoom; box or lasso select to pick points in every panel; "
-                      "click a legend entry to hide that class.</p>"))
     cols = len(plots) if len(plots) <= 4 else 3
     grid = gridplot(plots, ncols=cols, toolbar_location="above", merge_tools=True)
-    page = file_html(column(intro, grid), resources=INLINE, title=title)
-    # the page's own height, so a report can size the frame it sits in without a gap or a scroll bar
+    # the page's own height, so a report can size the space it gives the explorer without a gap or a scroll bar
     rows = -(-len(plots) // cols)
     height = 110 + rows * (side + 10)
-    page = page.replace("<head>", f'<head>\n<meta name="mlplab-height" content="{height}">', 1)
-    return make_offline(page)
+    return ExplorerDoc(title=str(title), n=n, height=height, item=json.loads(json.dumps(json_item(grid))),
+                       bokeh=version("bokeh"))
