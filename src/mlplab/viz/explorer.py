@@ -12,6 +12,7 @@ copy of BokehJS (read_explorer). User strings (class names, titles) are escaped 
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -27,7 +28,8 @@ from mlplab.viz.pages import XML_NAMESPACES, bokeh_bundle, render, script_json
 from mlplab.viz.palette import MISTAKE_COLOR, class_colors
 from mlplab.viz.scatter import quality_line
 
-__all__ = ["XML_NAMESPACES", "ExplorerDoc", "explorer_doc", "explorer_html", "read_explorer", "EXPLORER_CSS"]
+__all__ = ["XML_NAMESPACES", "ExplorerDoc", "explorer_doc", "explorer_html", "read_explorer", "share_lists",
+           "EXPLORER_CSS"]
 
 PAYLOAD_FORMAT = "mlplab-explorer/1"
 INTRO_HEIGHT = 70  # the title and the one-line help above the plots (px)
@@ -53,8 +55,37 @@ class ExplorerDoc:
 
     @property
     def payload(self) -> Markup:
+        return self.payload_with(self.item)
+
+    def payload_with(self, item) -> Markup:
+        """The JSON element's content, with `item` (this document, or a version of it with shared lists)."""
         return script_json({"format": PAYLOAD_FORMAT, "bokeh": self.bokeh, "title": self.title, "n": self.n,
-                            "height": self.height, "item": self.item})
+                            "height": self.height, "item": item})
+
+
+SHARE_MIN = 64  # string lists at least this long are stored once per report (share_lists)
+
+
+def share_lists(items: Sequence[dict]) -> tuple[list[dict], dict[str, list]]:
+    """The items with every long list of strings replaced by {"mlplab_shared": key}, and {key: list}.
+
+    Several maps of one run usually show the same samples, so their thumbnails (the bulk of a document) and
+    labels are identical: a report stores each such list once, and its draw script puts them back.
+    """
+    shared: dict[str, list] = {}
+
+    def walk(node):
+        if isinstance(node, list):
+            if len(node) >= SHARE_MIN and all(isinstance(v, str) for v in node):
+                key = hashlib.sha256("\0".join(node).encode("utf-8")).hexdigest()[:16]
+                shared.setdefault(key, node)
+                return {"mlplab_shared": key}
+            return [walk(v) for v in node]
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        return node
+
+    return [walk(item) for item in items], shared
 
 
 _PAYLOAD = re.compile(r'<script type="application/json" class="mlplab-explorer"[^>]*>(.*?)</script>', re.DOTALL)

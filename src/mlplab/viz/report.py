@@ -18,9 +18,9 @@ from typing import Iterable, Sequence
 from markupsafe import Markup
 
 from mlplab.viz.curves import history_summary
-from mlplab.viz.explorer import EXPLORER_CSS, read_explorer
+from mlplab.viz.explorer import EXPLORER_CSS, read_explorer, share_lists
 from mlplab.viz.figures import png_data_uri
-from mlplab.viz.pages import CSP, bokeh_bundle, environment, esc, render
+from mlplab.viz.pages import CSP, bokeh_bundle, environment, esc, render, script_json
 
 __all__ = ["CSP", "CSS", "SECTIONS", "Explorer", "build_report", "esc", "fmt_loss", "fmt_num", "fmt_pct", "img",
            "is_self_contained", "table", "validation_source"]
@@ -314,18 +314,20 @@ def _mistakes_section(mistakes_png) -> str:
                caption="Test images the model got wrong with the highest confidence.")
 
 
-def _embeddings_section(explorers: Sequence[Explorer]) -> tuple[Markup, bool]:
-    """The section's markup, and whether it draws Bokeh explorers inline (then the page loads BokehJS once)."""
+def _embeddings_section(explorers: Sequence[Explorer]) -> tuple[Markup, Markup | None]:
+    """The section's markup, and the lists its inline Bokeh explorers share as JSON (None when it draws none:
+    then the page loads no BokehJS)."""
     if not explorers:
-        return muted("No embeddings computed for this run (run `mlplab embed RUN`)."), False
+        return muted("No embeddings computed for this run (run `mlplab embed RUN`)."), None
     explorer_body = environment().get_template("explorer_embed.html").module.explorer_body
-    out, inline = [], False
-    for i, ex in enumerate(explorers):
+    docs = [read_explorer(ex.html) if ex.html else None for ex in explorers]
+    items, shared = share_lists([doc.item for doc in docs if doc is not None])
+    items = iter(items)
+    out = []
+    for i, (ex, doc) in enumerate(zip(explorers, docs)):
         body = ""
-        doc = read_explorer(ex.html) if ex.html else None
         if doc is not None:
-            body = str(explorer_body(f"explorer-{i + 1}-plot", doc))
-            inline = True
+            body = str(explorer_body(f"explorer-{i + 1}-plot", doc, doc.payload_with(next(items))))
         elif ex.html and is_self_contained(ex.html):
             # A page we did not write (or of another Bokeh version) is shown as it is. srcdoc keeps it inside this
             # file; no sandbox attribute: BokehJS does not render with the opaque origin a sandbox gives it. The
@@ -344,7 +346,8 @@ def _embeddings_section(explorers: Sequence[Explorer]) -> tuple[Markup, bool]:
             body += f"<details><summary>Static picture</summary>{img(ex.png, ex.title)}</details>"
         note = f'<p class="muted">{esc(ex.note)}</p>' if ex.note else ""
         out.append(f'<article class="explorer-card" id="explorer-{i + 1}"><h3>{esc(ex.title)}</h3>{note}{body}</article>')
-    return Markup("".join(out)), inline
+    inline = any(doc is not None for doc in docs)
+    return Markup("".join(out)), (script_json(shared) if inline else None)
 
 
 def _environment_section(manifest) -> Markup:
@@ -431,7 +434,7 @@ def build_report(
     """
     figures = figures or {}
     config = config or {}
-    embeddings, draws_bokeh = _embeddings_section(list(explorers))
+    embeddings, shared = _embeddings_section(list(explorers))
     bodies = {
         "overview": _overview(title, run_path, config, list(history), metrics, list(notes), manifest),
         "data": _data_section(config, figures.get("samples")),
@@ -445,4 +448,4 @@ def build_report(
     }
     subtitle = "mlplab run report" + (f" · generated {generated}" if generated else "")
     return render("report.html", title=title, subtitle=subtitle, sections=SECTIONS, bodies=bodies, css=Markup(CSS),
-                  bokeh_js=bokeh_bundle() if draws_bokeh else None)
+                  bokeh_js=bokeh_bundle() if shared is not None else None, shared=shared)
