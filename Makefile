@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test install clean bench
+.PHONY: demo test test-min install clean bench
 
 $(BIN)/mlplab: pyproject.toml scripts/install.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/install.sh
@@ -19,8 +19,19 @@ test: install
 	@WITH_CHROMIUM=1 scripts/system-deps.sh
 	$(BIN)/python -m pytest -q
 
+# The tests against the lowest version of every dependency that pyproject.toml declares, in a separate venv
+# (torch stays the CPU build that install.sh pins). TESTS picks test files: make test-min TESTS=tests/test_report.py
+MIN_VENV ?= .venv-min
+TESTS ?=
+test-min:
+	@mkdir -p $(MIN_VENV)
+	$(PYTHON) scripts/min_constraints.py > $(MIN_VENV)/constraints.txt
+	PIP_CONSTRAINT=$(CURDIR)/$(MIN_VENV)/constraints.txt PYTHON=$(PYTHON) VENV=$(MIN_VENV) scripts/install.sh
+	$(MIN_VENV)/bin/python -m pip freeze --exclude-editable > $(MIN_VENV)/installed.txt
+	$(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider $(TESTS)
+
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(MIN_VENV) runs .pytest_cache

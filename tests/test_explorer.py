@@ -97,12 +97,16 @@ def test_page_draws_in_chromium_without_errors(page_parts, tmp_path):
     assert not problems, problems
     assert any("document idle" in ln for ln in console), console  # BokehJS finished rendering
     # BokehJS renders into shadow roots that --dump-dom does not show; its "document idle" log line (above)
-    # is what says every view was built and drawn. The live DOM still holds the embed's root element.
-    assert "data-root-id" in proc.stdout
+    # is what says every view was built and drawn. The live DOM shows the grid's element inside our root.
+    assert re.search(r'<div class="bokeh-root" id="mlplab-explorer"[^>]*><div class="bk-GridPlot">', proc.stdout)
 
 
 def test_page_states_its_height_and_the_report_frame_uses_it(page_parts):
-    """Two panels side by side: a short page. The report's iframe takes that height (no empty band below)."""
+    """Two panels side by side: a short page. The report reserves that height for the explorer it draws inline
+    (no empty band below), and a page it frames instead (another Bokeh version) gets a frame of that height."""
+    from importlib.metadata import version
+
+    from mlplab.viz.explorer import INTRO_HEIGHT
     from mlplab.viz.report import Explorer, _embeddings_section
 
     page = page_parts[0]
@@ -112,8 +116,12 @@ def test_page_states_its_height_and_the_report_frame_uses_it(page_parts):
                            [str(i) for i in range(10)], method="tsne", title="one")
     one = int(re.search(r'<meta name="mlplab-height" content="(\d+)">', single).group(1))
     assert (two, one) == (540, 760)  # one row of 420 px panels; one 640 px panel
-    section = _embeddings_section([Explorer("x", html=page)])
-    assert 'style="height:540px"' in section
+    section, shared = _embeddings_section([Explorer("x", html=page)])
+    assert shared is not None and f'style="min-height:{two - INTRO_HEIGHT}px"' in section and "<iframe" not in section
+    older = page.replace(f'"bokeh":"{version("bokeh")}"', '"bokeh":"0.0.1"')
+    assert older != page
+    section, shared = _embeddings_section([Explorer("x", html=older)])
+    assert shared is None and 'style="height:540px"' in section and section.count("<iframe") == 1
 
 
 @pytest.mark.parametrize("shape", [(28, 28), (8, 8), (1, 1), (5, 64), (3, 17)])

@@ -1,5 +1,6 @@
 """The report opened in headless Chromium: no console errors, every section and image present and loaded,
-the Bokeh explorer rendered, and no request leaving the machine."""
+the Bokeh explorers rendered (inline with one BokehJS, or framed), and no request leaving the machine; and the
+size of a report with three maps."""
 
 import json
 import re
@@ -7,12 +8,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
+from sklearn.datasets import load_digits
 
 from mlplab.viz.report import SECTIONS, Explorer, build_report
 
-pytestmark = pytest.mark.browser
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium",
                              shutil.which("google-chrome")) if p and Path(p).exists()), None)
@@ -36,7 +38,12 @@ window.addEventListener('load', function () { setTimeout(function () {
   var bokeh = frames.filter(function (f) {
     try { var B = f.contentWindow.Bokeh; return !!B && Object.keys(B.index || {}).length > 0; } catch (e) { return false; }
   }).length;
+  var roots = Array.prototype.slice.call(document.querySelectorAll('.bokeh-root')).filter(function (r) {
+    return !!r.firstElementChild && !!r.firstElementChild.shadowRoot;  // BokehJS drew a view into it
+  }).length;
+  var docs = window.Bokeh && window.Bokeh.documents ? window.Bokeh.documents.length : 0;
   var d = document.createElement('div'); d.id = 'mlplab-check';
+  d.setAttribute('data-roots', roots); d.setAttribute('data-documents', docs);
   d.setAttribute('data-images', imgs.length); d.setAttribute('data-images-ok', ok);
   d.setAttribute('data-frames', frames.length); d.setAttribute('data-bokeh', bokeh);
   document.body.appendChild(d);
@@ -62,8 +69,11 @@ def page_requests(netlog: Path) -> list[str]:
     return sorted(u for u in urls if re.match(r"^(https?|wss?|ftp)://", u) and not BROWSER_HOSTS.match(u))
 
 
-def check_report_in_browser(report: Path, tmp_path: Path, *, expect_images: int, expect_bokeh: int) -> Path:
-    """Screenshot the report and load an instrumented copy; assert it is clean. Returns the screenshot path."""
+def check_report_in_browser(report: Path, tmp_path: Path, *, expect_images: int, expect_bokeh: int,
+                            expect_inline: int = 0) -> Path:
+    """Screenshot the report and load an instrumented copy; assert it is clean. Returns the screenshot path.
+
+    expect_bokeh: explorers framed (srcdoc) and drawn there; expect_inline: explorers drawn in the page itself."""
     shot = tmp_path / "report.png"
     proc, netlog = chromium(["--window-size=1280,2000", "--virtual-time-budget=4000", f"--screenshot={shot}",
                              report.resolve().as_uri()], tmp_path, "shot")
@@ -89,6 +99,7 @@ def check_report_in_browser(report: Path, tmp_path: Path, *, expect_images: int,
     assert int(attrs["images"]) == expect_images
     assert attrs["images-ok"] == attrs["images"]  # every image decoded (naturalWidth > 0)
     assert int(attrs["bokeh"]) == expect_bokeh == int(attrs["frames"])
+    assert int(attrs["roots"]) == expect_inline == int(attrs["documents"])
     for sid, _ in SECTIONS:
         assert f'<section id="{sid}">' in dom
     return shot
@@ -107,6 +118,7 @@ def bokeh_page() -> str:
     return file_html(p, INLINE, "explorer")
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_synthetic_report_renders_cleanly_offline(tmp_path):
     from test_report import report_inputs
@@ -118,6 +130,7 @@ def test_synthetic_report_renders_cleanly_offline(tmp_path):
     check_report_in_browser(report, tmp_path, expect_images=4, expect_bokeh=1)
 
 
+@pytest.mark.browser
 @needs_chromium
 def test_console_errors_and_requests_are_detected(tmp_path):
     """The checks above must be able to fail: a page with a script error and a blocked fetch trips them."""
@@ -131,3 +144,58 @@ def test_console_errors_and_requests_are_detected(tmp_path):
     assert any("Uncaught" in p for p in problems)
     assert any("Content Security Policy" in p for p in problems)
     assert json.dumps(problems)  # the lines are plain text, printable in a failure message
+
+
+# --- a report with three maps: BokehJS once, a few MB, drawn without errors -------------------------------
+BUNDLE_MARK = "/* BEGIN bokeh.min.js */"  # how bokeh.resources starts its inline core bundle
+
+
+@pytest.fixture(scope="module")
+def three_maps():
+    """Three 1,000-point explorers as `mlplab embed` writes them (two-panel and one-panel pages, thumbnails)."""
+    from mlplab.viz.explorer import explorer_html
+    from mlplab.viz.thumbnails import thumbnail_uris
+
+    d = load_digits()
+    n = 1000
+    rng = np.random.default_rng(0)
+    y, thumbs = d.target[:n], thumbnail_uris(d.images[:n])
+    names = [str(i) for i in range(10)]
+    names[4] = "<script>alert(4)</script>"
+    preds = y.copy()
+    preds[::13] = (preds[::13] + 1) % 10
+    pages = []
+    for method, layers in (("tsne", ["dense_2"]), ("mds", ["dense_2"]), ("tsne", ["dense_1", "dense_2"])):
+        panels = {layer: rng.normal(size=(n, 2)) for layer in layers}
+        pages.append(explorer_html(panels, y, names, predictions=preds, confidences=rng.random(n),
+                                   indices=np.arange(n), thumbnails=thumbs, method=method, title=f"run <b>{method}</b>"))
+    return pages, thumbs
+
+
+def three_map_report(three_maps) -> str:
+    from test_report import report_inputs
+
+    pages, _ = three_maps
+    explorers = [Explorer(f"map {i} <i>", html=page) for i, page in enumerate(pages)]
+    return build_report(**report_inputs(explorers=explorers))
+
+
+def test_a_report_with_three_maps_carries_bokehjs_once(three_maps):
+    pages, thumbs = three_maps
+    html = three_map_report(three_maps)
+    assert all(page.count(BUNDLE_MARK) == 1 for page in pages)  # each standalone page is complete on its own
+    assert html.count(BUNDLE_MARK) == 1
+    assert len(html.encode("utf-8")) <= 3_000_000
+    assert sum(len(page.encode("utf-8")) for page in pages) > 3_000_000  # what three framed copies would weigh
+    assert html.count('class="mlplab-explorer"') == 3 and "<iframe" not in html
+    assert all(t in html for t in thumbs)  # every hover thumbnail is still there, once: the maps share them
+    assert all(html.count(t) == thumbs.count(t) for t in thumbs[:100])
+    assert "<script>alert(4)" not in html and "<i>" not in html and "<b>tsne" not in html
+
+
+@pytest.mark.browser
+@needs_chromium
+def test_a_report_with_three_maps_draws_them_without_errors(three_maps, tmp_path):
+    report = tmp_path / "report.html"
+    report.write_text(three_map_report(three_maps), encoding="utf-8")
+    check_report_in_browser(report, tmp_path, expect_images=4, expect_bokeh=0, expect_inline=3)

@@ -1,9 +1,14 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of either.
 
-Every file mlplab writes goes through here: write to a temporary file in the same folder, fsync it,
-os.replace() it over the target (atomic on POSIX), then fsync the folder so the rename itself survives a
-power cut. A failure (full disk, permissions) removes the temporary file and leaves the previous target
-untouched; it surfaces as one MlplabError line.
+The run folder's files, reports, plots, embeddings and comparison pages are written here: to a temporary file
+in the same folder, fsynced, os.replace()d over the target (atomic on POSIX), then the folder is fsynced so the
+rename itself survives a power cut. A failure (full disk, permissions) removes the temporary file and leaves the
+previous target untouched; it surfaces as one MlplabError line.
+
+Writers that stream, or whose file another program produces, do the same temp-and-rename themselves: downloads
+(data/download.py, checked against their SHA-256 before the rename), the compiled kernels (model/kernels.py: the
+compiler writes the temporary library) and streamed activations (inspect/activations.py: per-layer memmaps moved
+into place when complete). data/idx.write_idx writes in place (test fixtures and exports).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ COMMANDS = {
     "summary": ("mlplab.cli.train_cmd", "summary", "Keras-style summary table of a run or a spec."),
     "predict": ("mlplab.cli.train_cmd", "predict", "Classify image files with a trained run."),
     "activations": ("mlplab.cli.inspect_cmd", "activations", "Export hidden-layer activations to .npz."),
-    "embed": ("mlplab.cli.inspect_cmd", "embed", "Map hidden features to 2-D (t-SNE, UMAP, MDS, PCA) with plots."),
+    "embed": ("mlplab.cli.inspect_cmd", "embed", "Map hidden features to 2-D, with plots (methods: mlplab embed -h)."),
     "report": ("mlplab.cli.report_cmd", "report", "Write a self-contained HTML report of a run."),
     "compare": ("mlplab.cli.report_cmd", "compare", "Overlay several runs' learning curves and metrics."),
     "run": ("mlplab.cli.run_cmd", "run", "Run an experiment file (TOML) end to end."),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mlplab.inspect.embed import METHODS
+
 SPLITS = click.Choice(["train", "val", "test"])
 
 
@@ -32,13 +34,14 @@ def activations(run_dir, layer, split, n, out, seed, batch_size):
     click.echo(str(path))
 
 
-@click.command(help="Map hidden features to 2-D (t-SNE, UMAP, MDS, PCA); writes RUN/embeddings/"
-                    "<layer>-<method>.{npz,json,png,html} and prints quality scores.")
+@click.command(help=f"Map hidden features to 2-D ({', '.join(m.title for m in METHODS.values())}); writes "
+                    "RUN/embeddings/<layer>-<method>.{npz,json,png,html} and prints quality scores.")
 @click.argument("run_dir", type=click.Path(file_okay=True, dir_okay=True))
 @click.option("--layer", default=None,
               help="Layer name (e.g. dense_2), 'input', comma-separated names, or 'all' (input, every hidden "
                    "layer and the output, in linked panels). Default: the last hidden layer.")
-@click.option("--method", type=click.Choice(["tsne", "umap", "mds", "pca"]), default="tsne", show_default=True)
+@click.option("--method", type=click.Choice(list(METHODS)), default="tsne", show_default=True,
+              help="; ".join(f"{m.name}: {m.description}" for m in METHODS.values()) + ".")
 @click.option("--n", "n", type=int, default=None, help="Number of samples (seeded draw); default: up to 10,000.")
 @click.option("--split", type=SPLITS, default="test", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample draw and the method.")

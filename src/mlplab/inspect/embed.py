@@ -1,14 +1,19 @@
 """2-D embeddings of feature vectors: t-SNE, UMAP, MDS and PCA, seeded and reproducible.
 
-Every method is one function in METHODS, called as fn(x, seed, **options) -> (coords, params, note); embed()
-validates the input once, resolves the method name through that dict and times the call.
+METHODS is the one registry of embedding methods: each Method record has the name used on the command line and
+in file names, the title shown on pictures and reports, a one-line description for help texts, and the function,
+called as fn(x, seed, **options) -> (coords, params, note). The CLI, the pictures, the report and experiment
+files all read it, so adding a method is one entry here. embed() validates the input once, resolves the name
+through the registry and times the call.
 """
 
 from __future__ import annotations
 
+import inspect as pyinspect  # the standard library's; this package is mlplab.inspect
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -166,27 +171,76 @@ def classical_mds(x: np.ndarray) -> np.ndarray:
     return coords * np.where(signs == 0, 1, signs)
 
 
+CLASSICAL_MDS_NOTE = ("classical (Torgerson) MDS: {n} points is above the SMACOF limit of {limit}; on Euclidean "
+                      "distances this is PCA up to the sign of each axis")
+
+
+def _smacof(max_iter: int, seed: int):
+    """scikit-learn's metric MDS estimator, across the versions pyproject.toml accepts.
+
+    scikit-learn 1.8 renamed metric= to metric_mds= (metric= now names the distance) and added init=; older
+    releases know neither. The keywords are chosen by the constructor's signature, not by version numbers.
+    eps is given explicitly because its default changed (1e-3 -> 1e-6) between the releases we accept.
+    """
+    from sklearn.manifold import MDS
+
+    accepted = pyinspect.signature(MDS).parameters
+    kind = {"metric_mds": True, "init": "classical_mds"} if "metric_mds" in accepted else {"metric": True}
+    return MDS(n_components=2, n_init=1, max_iter=max_iter, eps=1e-6, random_state=seed, normalized_stress="auto",
+               **kind)
+
+
 def _mds(x, seed, max_iter=300, smacof_max_n=SMACOF_MAX_N):
     n = len(x)
     if n > smacof_max_n:
         coords = classical_mds(x)
-        return coords, {"algorithm": "classical"}, (
-            f"classical (Torgerson) MDS: {n} points is above the SMACOF limit of {smacof_max_n}")
-    from sklearn.manifold import MDS
-
+        return coords, {"algorithm": "classical"}, CLASSICAL_MDS_NOTE.format(n=n, limit=smacof_max_n)
     # Start SMACOF from the classical solution: fewer iterations, and one deterministic start instead of
     # several random ones.
     init = classical_mds(x)
-    mds = MDS(n_components=2, metric_mds=True, n_init=1, init="classical_mds", max_iter=max_iter,
-              random_state=seed, normalized_stress="auto")
+    mds = _smacof(max_iter, seed)
     coords = mds.fit_transform(x, init=init)
     return coords, {"algorithm": "smacof", "max_iter": int(max_iter), "stress": float(mds.stress_)}, (
         f"metric MDS (SMACOF), stress {mds.stress_:.3g}")
 
 
-METHODS = {"tsne": _tsne, "umap": _umap, "mds": _mds, "pca": _pca}
-LINEAR_METHODS = ("mds", "pca")  # coordinates in the units of the data (the others are scale-free)
-METHOD_TITLES = {"tsne": "t-SNE", "umap": "UMAP", "mds": "MDS", "pca": "PCA"}
+@dataclass(frozen=True)
+class Method:
+    """One embedding method: everything the CLI, pictures, reports and experiment files need to know."""
+
+    name: str                  # on the command line, in experiment files and in file names (<layer>-<name>)
+    title: str                 # on pictures and in reports
+    fn: Callable               # fn(x, seed, **options) -> (coords (N, 2), params dict, note str)
+    linear: bool               # coordinates in the units of the data (the others are scale-free)
+    description: str           # one line for help texts
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Keyword options fn accepts besides the features and the seed."""
+        return tuple(p for p in pyinspect.signature(self.fn).parameters if p not in ("x", "seed"))
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("tsne", "t-SNE", _tsne, linear=False, description="openTSNE; keeps local neighbourhoods, separates clusters"),
+    Method("umap", "UMAP", _umap, linear=False, description="umap-learn (optional: pip install 'mlplab[umap]')"),
+    Method("mds", "MDS", _mds, linear=True,
+           description=f"metric MDS (SMACOF); above {SMACOF_MAX_N:,} points classical MDS, which is PCA up to sign"),
+    Method("pca", "PCA", _pca, linear=True, description="the two directions of largest variance"),
+)}
+
+
+def method_title(name: str) -> str:
+    """The display title of a method name ("tsne" -> "t-SNE"); unknown names are shown as they are."""
+    method = METHODS.get(str(name).lower())
+    return method.title if method else str(name)
+
+
+def get_method(name: str) -> Method:
+    """The registry entry for `name`, or one MlplabError line that lists the allowed names."""
+    method = METHODS.get(name) if isinstance(name, str) else None
+    if method is None:
+        raise MlplabError(f"unknown embedding method {name!r}; choose one of: {', '.join(METHODS)}")
+    return method
 
 
 def check_features(features) -> np.ndarray:
@@ -206,12 +260,8 @@ def check_features(features) -> np.ndarray:
 
 def embed(features, method: str = "tsne", seed: int = 0, **options) -> Embedding:
     """Map features (N, D) to 2-D with `method` (one of METHODS). Same input and seed -> identical coords."""
-    import inspect
-
-    fn = METHODS.get(method)
-    if fn is None:
-        raise MlplabError(f"unknown embedding method {method!r}; choose one of: {', '.join(METHODS)}")
-    allowed = [p for p in inspect.signature(fn).parameters if p not in ("x", "seed")]
+    entry = get_method(method)
+    allowed = entry.options
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise MlplabError(f"unknown option {unknown[0]!r} for {method}; allowed: {', '.join(allowed) or 'none'}")
@@ -229,8 +279,8 @@ def embed(features, method: str = "tsne", seed: int = 0, **options) -> Embedding
         # fault in openTSNE's FFT code. t-SNE and UMAP do not depend on the scale; PCA and MDS coordinates are
         # scaled back, exactly, to the units of the data.
         shift = int(np.floor(np.log2(float(np.abs(x).max()))))  # the max is > 0: not all rows are identical
-        coords, params, note = fn(np.ldexp(x, -shift).astype(np.float32, copy=False), int(seed), **options)
-        if method in LINEAR_METHODS:
+        coords, params, note = entry.fn(np.ldexp(x, -shift).astype(np.float32, copy=False), int(seed), **options)
+        if entry.linear:
             coords = np.ldexp(np.asarray(coords, dtype=np.float64), shift)
     seconds = time.perf_counter() - start
     coords = np.ascontiguousarray(coords, dtype=np.float32)

@@ -1,4 +1,5 @@
-"""Several runs side by side: overlaid curves (compare.png/.svg) and compare.html with a metrics table.
+"""Several runs side by side: gathers each run's history and metrics, writes the overlaid curves
+(compare.png/.svg) and compare.html, whose markup viz/compare.py builds from these values.
 
 The page links each run's report by a relative path, so a folder of runs plus its comparison can be moved or
 archived together and the links keep working offline.
@@ -15,10 +16,7 @@ from mlplab.atomic import atomic_write_text
 from mlplab.errors import MlplabError
 from mlplab.viz.curves import compare_curves, history_summary
 from mlplab.viz.figures import save_figure
-from mlplab.viz.report import CSP, CSS, esc, fmt_loss, fmt_num, fmt_pct, img, table
-
-COLUMNS = ["run", "epochs", "best epoch", "best val loss", "val acc at best", "test loss", "test acc", "report"]
-
+from mlplab.viz.compare import build_compare_page
 
 def compare_rows(runs: Sequence[tuple[str, Sequence[dict], dict | None]]) -> list[dict]:
     """One summary dict per (name, history, metrics): best validation numbers and test metrics."""
@@ -35,35 +33,6 @@ def compare_rows(runs: Sequence[tuple[str, Sequence[dict], dict | None]]) -> lis
             "test_accuracy": (metrics or {}).get("test_accuracy"),
         })
     return rows
-
-
-def build_compare_page(rows: Sequence[dict], *, png: bytes | None, links: Sequence[str | None] = (),
-                       title: str = "Run comparison") -> str:
-    """Self-contained comparison page; links[i] is a relative href to run i's report (or None)."""
-    links = list(links) + [None] * (len(rows) - len(links))
-    body_rows = []
-    for row, href in zip(rows, links):
-        link = f'<a href="{esc(href)}">report</a>' if href else "–"
-        body_rows.append([
-            esc(row["name"]), esc(fmt_num(row["epochs"])), esc(fmt_num(row["best_epoch"])),
-            esc(fmt_loss(row["best_val_loss"])), esc(fmt_pct(row["best_val_accuracy"])),
-            esc(fmt_loss(row["test_loss"])), esc(fmt_pct(row["test_accuracy"])), link,
-        ])
-    tbl = table(COLUMNS, body_rows, cls="compare", numeric=(1, 2, 3, 4, 5, 6))
-    picture = img(png, "learning curves of the compared runs overlaid",
-                  caption="Solid: validation, dashed: train; dots mark each run's best validation loss.")
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        f"<title>{esc(title)} · mlplab</title><style>{CSS}</style></head>"
-        f'<body><div class="wrap"><header><h1>{esc(title)}</h1><p>mlplab comparison of {len(rows)} runs</p></header>'
-        f'<section id="table"><h2>Best validation and test metrics</h2>{tbl}</section>'
-        f'<section id="curves"><h2>Learning curves</h2>{picture}</section>'
-        "<footer>Written by mlplab. This file is self-contained: it makes no network requests.</footer>"
-        "</div></body></html>\n"
-    )
 
 
 @dataclass

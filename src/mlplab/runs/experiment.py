@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlplab.runs.config import TrainOptions, read_toml
 from mlplab.errors import MlplabError
+from mlplab.inspect.embed import METHODS
+from mlplab.runs.config import TrainOptions, read_toml
 
 TOP_KEYS = {"name", "description", "data", "defaults", "stage"}
 STAGE_KEYS = {
@@ -119,6 +120,10 @@ def load_experiment(path, *, data: str | None = None) -> Experiment:
         if kind == "embed":
             opts["layers"] = _str_list(opts.get("layers", "dense_2"), f"{sw}.layers")
             opts["methods"] = _str_list(opts.get("methods", "tsne"), f"{sw}.methods")
+            for method in opts["methods"]:
+                if method not in METHODS:
+                    raise MlplabError(f"{sw}.methods: unknown embedding method {method!r}; "
+                                      f"choose one of: {', '.join(METHODS)}")
             _expect(opts.setdefault("n", 1000), int, f"{sw}.n", "an integer")
             if opts["n"] < 10:
                 raise MlplabError(f"{sw}.n must be >= 10 (got {opts['n']})")
@@ -140,7 +145,7 @@ class StageResult:
 
 def run_experiment(exp: Experiment, out, *, overwrite: bool = False, callbacks_for=None, on_stage=None,
                    on_stage_done=None) -> list[StageResult]:
-    """Run every stage in order. `callbacks_for(stage, epochs)` gives training callbacks (progress bars);
+    """Run every stage in order. `callbacks_for(stage)` gives each stage's training callbacks (progress bars);
     `on_stage(index, stage)` / `on_stage_done(result)` let the CLI announce progress."""
     from mlplab.runs.session import resume_run, train_run
     from mlplab.runs.writer import prepare_run_dir

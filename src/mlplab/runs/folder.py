@@ -1,6 +1,6 @@
 """The run directory: one folder per training run, readable without the code that wrote it.
 
-Layout (DESIGN.md contract):
+Layout (a contract other tools rely on; README, "The run directory"):
     config.json          everything needed to rebuild the model, reload the data and resume
     model.safetensors    the model's weights (Keras-order names are not needed: torch state_dict keys)
     history.csv          epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds

@@ -21,7 +21,7 @@ import numpy as np
 from mlplab.atomic import atomic_write_bytes, atomic_write_text, write_npz
 from mlplab.errors import MlplabError
 from mlplab.inspect.activations import activations, resolve_layers
-from mlplab.inspect.embed import METHODS, Embedding, embed
+from mlplab.inspect.embed import Embedding, embed, get_method
 from mlplab.inspect.quality import quality
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,7 @@ def embed_run(run, *, layer: str | None = None, method: str = "tsne", n: int | N
     n: None means up to DEFAULT_EMBED_N samples (all when the split is smaller); a number larger than
     the split is an error.
     """
-    if method not in METHODS:
-        raise MlplabError(f"unknown embedding method {method!r}; choose one of: {', '.join(METHODS)}")
+    get_method(method)  # an unknown name fails here, before the model and data are loaded
     model = run.model()
     names = resolve_embed_layers(model, layer)
     output = dense_layers(model)[-1]

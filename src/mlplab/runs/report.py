@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mlplab.atomic import atomic_write_text
 from mlplab.errors import MlplabError
+from mlplab.inspect.embed import method_title
 from mlplab.viz.confusion import confusion_figure
 from mlplab.viz.curves import learning_curves
 from mlplab.viz.figures import save_figure
@@ -23,9 +24,6 @@ from mlplab.viz.gallery import confident_mistakes, mistakes_figure, samples_figu
 from mlplab.viz.report import Explorer, build_report
 
 log = logging.getLogger(__name__)
-
-METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP", "mds": "MDS", "pca": "PCA"}
-
 
 @dataclass
 class ReportResult:
@@ -63,7 +61,7 @@ def explorer_title(stem: str) -> str:
     layer, _, method = stem.rpartition("-")
     if not layer:
         return stem
-    return f"{layer} · {METHOD_NAMES.get(method.lower(), method)}"
+    return f"{layer} · {method_title(method)}"
 
 
 def _quality_note(path: Path) -> str | None:

@@ -5,60 +5,112 @@ card with the sample's thumbnail, true and predicted class, confidence and index
 linked panels drawn from ONE ColumnDataSource: a selection lives on the source, so points picked in one
 layer light up in all of them. WebGL keeps 10,000+ points smooth.
 
-Offline by construction: BokehJS is inlined (bokeh.resources.INLINE) and a Content-Security-Policy meta tag
-forbids every network fetch. BokehJS carries URL strings in license comments and in code paths this page
-never runs (MathJax and Google Maps loaders); inside <script> we write "://" as ":\\/\\/", which JavaScript
-and JSON read as the same string, so the file holds no literal external URL, only XML namespace names.
-User strings (class names, titles) are html.escape'd wherever they reach HTML.
+The page comes from templates/explorer.html (viz/pages.py: the shared skeleton and CSP, BokehJS inlined). The
+Bokeh document sits in the page as JSON (explorer_doc), so a run report can draw several explorers with one
+copy of BokehJS (read_explorer). User strings (class names, titles) are escaped wherever they reach HTML.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
+import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.metadata import version
 
 import numpy as np
+from markupsafe import Markup
 
+from mlplab.inspect.embed import method_title as title_of
+from mlplab.viz.pages import XML_NAMESPACES, bokeh_bundle, render, script_json
 from mlplab.viz.palette import MISTAKE_COLOR, class_colors
-from mlplab.viz.scatter import METHOD_TITLES, quality_line
+from mlplab.viz.scatter import quality_line
 
-# Namespace identifiers: compared as strings by the DOM, never fetched.
-XML_NAMESPACES = (
-    "http://www.w3.org/2000/svg",
-    "http://www.w3.org/1999/xhtml",
-    "http://www.w3.org/1998/Math/MathML",
-    "http://www.w3.org/1999/xlink",
-    "http://www.w3.org/2000/xmlns/",
-    "http://www.w3.org/XML/1998/namespace",
-)
-# regl (Bokeh's WebGL layer) compiles shaders' JS with new Function, hence 'unsafe-eval'.
-CSP = ("default-src 'none'; img-src data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline' "
-       "'unsafe-eval'; font-src data:")
+__all__ = ["XML_NAMESPACES", "ExplorerDoc", "explorer_doc", "explorer_html", "read_explorer", "share_lists",
+           "EXPLORER_CSS"]
 
-_SCRIPT = re.compile(r"(<script\b[^>]*>)(.*?)(</script>)", re.DOTALL | re.IGNORECASE)
-_URL = re.compile(r"\b(https?)://")
+PAYLOAD_FORMAT = "mlplab-explorer/1"
+INTRO_HEIGHT = 70  # the title and the one-line help above the plots (px)
+
+EXPLORER_CSS = (".explorer-title{margin:0 0 4px;font:600 17px system-ui,sans-serif}"
+                ".explorer-intro{margin:0 0 6px;color:#555;font:13px system-ui,sans-serif}")
+_PAGE_CSS = "body{margin:8px;background:#fff;color:#222}" + EXPLORER_CSS
 
 
-def _defang(script: str) -> str:
-    def sub(m):
-        start = m.start()
-        if any(script.startswith(ns, start) for ns in XML_NAMESPACES):
-            return m.group(0)
-        return m.group(1) + r":\/\/"
-    return _URL.sub(sub, script)
+@dataclass
+class ExplorerDoc:
+    """One explorer as values: its Bokeh document (bokeh.embed.json_item) and what is shown around it."""
+
+    title: str
+    n: int                 # points
+    height: int            # the whole page's height in px (title, help line and plots)
+    item: dict             # the Bokeh document, as bokeh.embed.json_item returns it
+    bokeh: str             # the Bokeh version that wrote it: BokehJS of another version may not read it
+
+    @property
+    def plot_height(self) -> int:
+        return max(self.height - INTRO_HEIGHT, 0)
+
+    @property
+    def payload(self) -> Markup:
+        return self.payload_with(self.item)
+
+    def payload_with(self, item) -> Markup:
+        """The JSON element's content, with `item` (this document, or a version of it with shared lists)."""
+        return script_json({"format": PAYLOAD_FORMAT, "bokeh": self.bokeh, "title": self.title, "n": self.n,
+                            "height": self.height, "item": item})
 
 
-def offline_scripts(fragment: str) -> str:
-    """Remove literal external URLs from the inline scripts of a page or a fragment (see module docstring)."""
-    return _SCRIPT.sub(lambda m: m.group(1) + _defang(m.group(2)) + m.group(3), fragment)
+SHARE_MIN = 64  # string lists at least this long are stored once per report (share_lists)
 
 
-def make_offline(page: str) -> str:
-    """Add the CSP meta tag and remove literal external URLs from inline scripts (see module docstring)."""
-    page = offline_scripts(page)
-    meta = f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-    return page.replace("<head>", "<head>\n" + meta, 1)
+def share_lists(items: Sequence[dict]) -> tuple[list[dict], dict[str, list]]:
+    """The items with every long list of strings replaced by {"mlplab_shared": key}, and {key: list}.
+
+    Several maps of one run usually show the same samples, so their thumbnails (the bulk of a document) and
+    labels are identical: a report stores each such list once, and its draw script puts them back.
+    """
+    shared: dict[str, list] = {}
+
+    def walk(node):
+        if isinstance(node, list):
+            if len(node) >= SHARE_MIN and all(isinstance(v, str) for v in node):
+                key = hashlib.sha256("\0".join(node).encode("utf-8")).hexdigest()[:16]
+                shared.setdefault(key, node)
+                return {"mlplab_shared": key}
+            return [walk(v) for v in node]
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        return node
+
+    return [walk(item) for item in items], shared
+
+
+_PAYLOAD = re.compile(r'<script type="application/json" class="mlplab-explorer"[^>]*>(.*?)</script>', re.DOTALL)
+
+
+def read_explorer(page: str) -> ExplorerDoc | None:
+    """The explorer in a page that explorer_html wrote, if the installed BokehJS can draw it; else None.
+
+    None for pages of other origin, of an older layout, or of another Bokeh version: those are shown as they are
+    (their own, complete page) rather than re-drawn.
+    """
+    found = _PAYLOAD.findall(page)
+    if len(found) != 1:
+        return None
+    try:
+        data = json.loads(found[0])
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("format") != PAYLOAD_FORMAT or data.get("bokeh") != version("bokeh"):
+        return None
+    try:
+        return ExplorerDoc(title=str(data["title"]), n=int(data["n"]), height=int(data["height"]),
+                           item=dict(data["item"]), bokeh=str(data["bokeh"]))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 TOOLTIP_CSS = ("display:flex;gap:8px;align-items:center;font:12px/1.35 system-ui,sans-serif;"
@@ -76,26 +128,22 @@ def _tooltip(with_thumbs: bool) -> str:
             '<span style="color:#777">#@index</span></div></div>')
 
 
-def explorer_html(panels: Mapping[str, np.ndarray], labels, class_names: Sequence[str], *,
-                  title: str = "Embedding explorer", **options) -> str:
-    """A complete HTML page exploring the 2-D maps in `panels` ({name: coords (N, 2)})."""
-    from bokeh.embed import file_html
-    from bokeh.resources import INLINE
+def explorer_html(panels: Mapping[str, np.ndarray], labels, class_names: Sequence[str], **kwargs) -> str:
+    """A complete, self-contained HTML page exploring the 2-D maps in `panels` ({name: coords (N, 2)}).
 
-    layout, height = explorer_layout(panels, labels, class_names, title=title, **options)
-    page = file_html(layout, resources=INLINE, title=title)
-    # the page's own height, so a report can size the frame it sits in without a gap or a scroll bar
-    page = page.replace("<head>", f'<head>\n<meta name="mlplab-height" content="{height}">', 1)
-    return make_offline(page)
+    Keywords as for explorer_doc."""
+    doc = explorer_doc(panels, labels, class_names, **kwargs)
+    return render("explorer.html", ex=doc, css=Markup(_PAGE_CSS), bokeh_js=bokeh_bundle())
 
 
-def explorer_layout(panels: Mapping[str, np.ndarray], labels, class_names: Sequence[str], *, predictions=None,
-                    confidences=None, indices=None, thumbnails: Sequence[str] | None = None,
-                    qualities: Mapping[str, Mapping] | None = None, seconds: Mapping[str, float] | None = None,
-                    method: str = "", title: str = "Embedding explorer"):
-    """(Bokeh layout, its height in pixels): the explorer without a page around it (a notebook embeds it)."""
-    from bokeh.layouts import column, gridplot
-    from bokeh.models import (BoxSelectTool, CDSView, ColumnDataSource, Div, HoverTool, IndexFilter,
+def explorer_doc(panels: Mapping[str, np.ndarray], labels, class_names: Sequence[str], *, predictions=None,
+                 confidences=None, indices=None, thumbnails: Sequence[str] | None = None,
+                 qualities: Mapping[str, Mapping] | None = None, seconds: Mapping[str, float] | None = None,
+                 method: str = "", title: str = "Embedding explorer") -> ExplorerDoc:
+    """The explorer of the 2-D maps in `panels` as a Bokeh document (linked panels, legend, hover cards)."""
+    from bokeh.embed import json_item
+    from bokeh.layouts import gridplot
+    from bokeh.models import (BoxSelectTool, CDSView, ColumnDataSource, HoverTool, IndexFilter,
                               LassoSelectTool, Legend, LegendItem, PanTool, ResetTool, WheelZoomTool)
     from bokeh.plotting import figure
 
@@ -127,7 +175,7 @@ def explorer_layout(panels: Mapping[str, np.ndarray], labels, class_names: Seque
     with_thumbs = thumbnails is not None and any(thumbnails)
     class_views = [CDSView(filter=IndexFilter(np.flatnonzero(labels == c).tolist())) for c in range(n_classes)]
     wrong = None if preds is None else np.flatnonzero(preds != labels)
-    method_title = METHOD_TITLES.get(method, method)
+    method_title = title_of(method) if method else ""
 
     plots, per_class, mistake_renderers = [], [[] for _ in range(n_classes)], []
     for name, (xk, yk) in keys.items():
@@ -169,11 +217,10 @@ def explorer_layout(panels: Mapping[str, np.ndarray], labels, class_names: Seque
     plots[-1].add_layout(legend, "right")
     plots[-1].width += 150  # room for the legend beside the last panel
 
-    intro = Div(text=(f"<h2 style='margin:0 0 4px;font:600 17px system-ui,sans-serif'>{html.escape(title)}</h2>"
-                      f"<p style='margin:0;color:#555;font:13px system-ui,sans-serif'>{n} points. Hover for the "
-                      "sample; drag to pan, scroll to zoom; box or lasso select to pick points in every panel; "
-                      "click a legend entry to hide that class.</p>"))
     cols = len(plots) if len(plots) <= 4 else 3
     grid = gridplot(plots, ncols=cols, toolbar_location="above", merge_tools=True)
+    # the page's own height, so a report can size the space it gives the explorer without a gap or a scroll bar
     rows = -(-len(plots) // cols)
-    return column(intro, grid), 110 + rows * (side + 10)
+    height = 110 + rows * (side + 10)
+    return ExplorerDoc(title=str(title), n=n, height=height, item=json.loads(json.dumps(json_item(grid))),
+                       bokeh=version("bokeh"))

@@ -15,11 +15,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mlplab.errors import MlplabError
-from mlplab.viz.explorer import explorer_layout, offline_scripts
+from mlplab.viz.explorer import EXPLORER_CSS, explorer_doc
 from mlplab.viz.figures import png_data_uri
 
-# BokehJS parts the explorer needs: the core, WebGL (output_backend="webgl") and widgets (its Div header).
-BOKEH_COMPONENTS = ("bokeh", "bokeh-gl", "bokeh-widgets")
 CARD_STYLE = "font:13px/1.45 system-ui,sans-serif;color:#222;max-width:980px"
 TABLE_STYLE = "border-collapse:collapse;font:12px/1.4 system-ui,sans-serif;margin:6px 0"
 CELL = "padding:2px 8px;border-bottom:1px solid #e5e5e5"
@@ -132,11 +130,10 @@ _bokehjs_sent = False  # per kernel: a notebook loads BokehJS once, with the fir
 
 
 def bokehjs_script() -> str:
-    """<script> tags with the installed BokehJS inlined (no CDN), URL strings defanged."""
-    from bokeh.resources import Resources
+    """A <script> tag with the installed BokehJS inlined (no CDN), URL strings defanged (viz/pages.py)."""
+    from mlplab.viz.pages import bokeh_bundle
 
-    scripts = Resources(mode="inline", components=list(BOKEH_COMPONENTS)).js_raw
-    return offline_scripts("".join(f'<script type="text/javascript">{js}</script>' for js in scripts))
+    return f'<script type="text/javascript">{bokeh_bundle()}</script>'
 
 
 class ExplorerView:
@@ -149,11 +146,20 @@ class ExplorerView:
         self.panels, self.labels, self.class_names, self.options = panels, labels, list(class_names), options
 
     def html(self, *, with_bokehjs: bool = True) -> str:
-        from bokeh.embed import components
+        import uuid
 
-        layout, _ = explorer_layout(self.panels, self.labels, self.class_names, **self.options)
-        script, div = components(layout)
-        return (bokehjs_script() if with_bokehjs else "") + div + offline_scripts(script)
+        from mlplab.viz.pages import script_json
+
+        doc = explorer_doc(self.panels, self.labels, self.class_names, **self.options)
+        target = f"mlplab-explorer-{uuid.uuid4().hex}"  # unique per output: a notebook shows many explorers
+        # Draws this output's document only (the report's draw script walks every explorer of its page).
+        draw = (f'<script type="text/javascript">(function(){{var item = {script_json(doc.item)};'
+                f'Bokeh.embed.embed_item(item, "{target}");}})();</script>')
+        return ((bokehjs_script() if with_bokehjs else "") + f"<style>{EXPLORER_CSS}</style>"
+                f'<h2 class="explorer-title">{esc(doc.title)}</h2>'
+                f'<p class="explorer-intro">{doc.n} points. Hover for the sample; drag to pan, scroll to zoom; '
+                f'box or lasso select to pick points in every panel; click a legend entry to hide that class.</p>'
+                f'<div id="{target}" style="min-height:{doc.plot_height}px"></div>' + draw)
 
     def page(self) -> str:
         from mlplab.viz.explorer import explorer_html

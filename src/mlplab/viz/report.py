@@ -1,22 +1,29 @@
-"""The run report: one self-contained HTML file built from plain values.
+"""The run report: one self-contained HTML file built from plain values (templates/report.html).
 
-Everything is inline (PNG figures as data: URIs, Bokeh explorers as sandboxed srcdoc iframes, CSS in a <style>),
-so the file can be mailed, archived or opened offline; a Content-Security-Policy forbids any network request.
-Every string that comes from the user or the run (names, paths, config values, class names, the spec) goes
-through esc(); nothing else is ever interpolated into the markup.
+Everything is inline (PNG figures as data: URIs, CSS in a <style>, BokehJS once for all the embedding
+explorers), so the file can be mailed, archived or opened offline; the Content-Security-Policy of viz/pages.py
+forbids any network request. Markup is Markup (markupsafe): every other string that reaches the page, from the
+user or the run (names, paths, config values, class names, the spec), is escaped where it is inserted, by the
+template or by the helpers here (table() escapes its cells).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from markupsafe import Markup
+
 from mlplab.viz.curves import history_summary
+from mlplab.viz.explorer import EXPLORER_CSS, read_explorer, share_lists
 from mlplab.viz.figures import png_data_uri
+from mlplab.viz.pages import CSP, bokeh_bundle, environment, esc, render, script_json
+
+__all__ = ["CSP", "CSS", "SECTIONS", "Explorer", "build_report", "esc", "fmt_loss", "fmt_num", "fmt_pct", "img",
+           "is_self_contained", "table", "validation_source"]
 
 SECTIONS = [
     ("overview", "Overview"),
@@ -30,18 +37,8 @@ SECTIONS = [
     ("environment", "Environment"),
 ]
 
-# No network at all: images are data: URIs, styles and scripts inline, explorers srcdoc iframes (which inherit
-# this policy, so a Bokeh page that tried to fetch a CDN script would be blocked and logged, not silently leak).
-CSP = ("default-src 'none'; img-src data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline' "
-       "'unsafe-eval'; font-src data:; frame-src about: data:; child-src about: data:")
-
 _EXTERNAL_RESOURCE = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""",
                                 re.IGNORECASE)
-
-
-def esc(value) -> str:
-    """HTML-escape anything (quotes too, so the result is safe inside attribute values)."""
-    return html.escape("" if value is None else str(value), quote=True)
 
 
 @dataclass
@@ -49,12 +46,13 @@ class Explorer:
     """One embedding explorer: the interactive Bokeh page and/or its static PNG."""
 
     title: str                 # e.g. "dense_3 · t-SNE"
-    html: str | None = None    # a complete, self-contained HTML page (inlined via iframe srcdoc)
+    html: str | None = None    # a complete, self-contained HTML page: drawn inline when viz/explorer.py wrote it
+                               # (one BokehJS for the whole report), else shown as it is in a srcdoc iframe
     png: bytes | None = None   # static picture, shown when there is no usable page
     note: str | None = None    # e.g. quality metrics "kNN accuracy 0.91, trustworthiness 0.95"
 
 
-# explorer pages state their height (viz/explorer.py); others get the stylesheet's default frame height
+# explorer pages state their height (viz/explorer.py); other pages get the stylesheet's default frame height
 _PAGE_HEIGHT = re.compile(r'<meta name="mlplab-height" content="(\d{1,5})">')
 
 
@@ -136,31 +134,33 @@ def flatten(obj, prefix: str = "") -> list[tuple[str, object]]:
     return rows
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, cls: str = "", numeric: Sequence[int] = ()) -> str:
-    """An HTML table in a horizontal scroller; cells must already be escaped markup."""
-    head = "".join(f"<th{' class=num' if i in numeric else ''}>{h}</th>" for i, h in enumerate(headers))
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, cls: str = "", numeric: Sequence[int] = ()) -> Markup:
+    """An HTML table in a horizontal scroller. Headers and cells are text and get escaped; pass Markup for a cell
+    that holds markup (a link, a bar)."""
+    head = "".join(f"<th{' class=num' if i in numeric else ''}>{esc(h)}</th>" for i, h in enumerate(headers))
     body = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if i in numeric else ''}>{c}</td>" for i, c in enumerate(r)) + "</tr>"
+        "<tr>" + "".join(f"<td{' class=num' if i in numeric else ''}>{esc(c)}</td>" for i, c in enumerate(r)) + "</tr>"
         for r in rows
     )
-    return f'<div class="scroll"><table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    return Markup(f'<div class="scroll"><table class="{esc(cls)}"><thead><tr>{head}</tr></thead>'
+                  f'<tbody>{body}</tbody></table></div>')
 
 
-def kv_table(rows: Iterable[tuple[str, object]]) -> str:
-    return table(["key", "value"], ([f"<code>{esc(k)}</code>", esc(fmt_value(v))] for k, v in rows), cls="kv")
+def kv_table(rows: Iterable[tuple[str, object]]) -> Markup:
+    return table(["key", "value"], ([Markup(f"<code>{esc(k)}</code>"), fmt_value(v)] for k, v in rows), cls="kv")
 
 
-def img(png: bytes | None, alt: str, *, caption: str | None = None, width: int | None = None) -> str:
+def img(png: bytes | None, alt: str, *, caption: str | None = None, width: int | None = None) -> Markup:
     """An inline PNG; `width` caps its CSS width (px) for pictures that look oversized at full column width."""
     if not png:
-        return ""
+        return Markup("")
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
     style = f' style="max-width:min(100%,{int(width)}px)"' if width else ""
-    return f'<figure><img src="{png_data_uri(png)}" alt="{esc(alt)}"{style}>{cap}</figure>'
+    return Markup(f'<figure><img src="{png_data_uri(png)}" alt="{esc(alt)}"{style}>{cap}</figure>')
 
 
-def muted(text: str) -> str:
-    return f'<p class="muted">{esc(text)}</p>'
+def muted(text: str) -> Markup:
+    return Markup(f'<p class="muted">{esc(text)}</p>')
 
 
 def stat(label: str, value: str, sub: str | None = None) -> str:
@@ -215,7 +215,8 @@ def _overview(title, run_path, config, history, metrics, notes, manifest) -> str
         callouts.append('<div class="callout info" role="note">No validation split: the curves show training '
                         "numbers only and the best epoch is picked by training loss.</div>")
     callouts += [f'<div class="callout info" role="note">{esc(n)}</div>' for n in notes]
-    return (f'<div class="stats">{"".join(stats)}</div>' if stats else "") + f"<dl class=facts>{dl}</dl>" + "".join(callouts)
+    return Markup((f'<div class="stats">{"".join(stats)}</div>' if stats else "") + f"<dl class=facts>{dl}</dl>"
+                  + "".join(callouts))
 
 
 def _optimizer_text(train: dict) -> str | None:
@@ -235,15 +236,15 @@ def _data_section(config, samples_png) -> str:
     data = config.get("data", {})
     rows = [(k, data.get(k)) for k in ("name", "source", "input_shape", "input_dim", "n_classes", "val_split") if k in data]
     names = data.get("class_names")
-    out = kv_table(rows) if rows else muted("No data description in config.json.")
+    out = str(kv_table(rows) if rows else muted("No data description in config.json."))
     if names:
         # the index is worth showing only when the name is not the index itself (digits, MNIST)
         chips = "".join(f"<li>{'' if str(n) == str(i) else f'<span class=idx>{i}</span> '}{esc(n)}</li>"
                         for i, n in enumerate(names))
         out += f'<h3>Classes</h3><ul class="chips">{chips}</ul>'
-    out += img(samples_png, "random samples per class", caption="Random test samples, one row per class.",
-               width=640)
-    return out
+    out += str(img(samples_png, "random samples per class", caption="Random test samples, one row per class.",
+                   width=640))
+    return Markup(out)
 
 
 def _model_section(summary_text, layer_configs) -> str:
@@ -254,27 +255,27 @@ def _model_section(summary_text, layer_configs) -> str:
         keys: list[str] = []
         for cfg in layer_configs:
             keys += [k for k in cfg if k not in keys]
-        rows = ([esc(fmt_value(cfg.get(k))) if cfg.get(k) is not None else "–" for k in keys] for cfg in layer_configs)
-        out += "<h3>Layer configs</h3>" + table([esc(k) for k in keys], rows, cls="layers")
-    return out or muted("No model summary available.")
+        rows = ([fmt_value(cfg.get(k)) if cfg.get(k) is not None else "–" for k in keys] for cfg in layer_configs)
+        out += f'<h3>Layer configs</h3>{table(keys, rows, cls="layers")}'
+    return Markup(out) if out else muted("No model summary available.")
 
 
 def _curves_section(history, curves_png) -> str:
     if not history:
         return muted("No training history (history.csv is missing or empty).")
-    out = img(curves_png, "learning curves: loss and accuracy per epoch, train and validation",
-              caption="Circle: best epoch by validation loss. Dashed line: early stop.")
+    out = str(img(curves_png, "learning curves: loss and accuracy per epoch, train and validation",
+                  caption="Circle: best epoch by validation loss. Dashed line: early stop."))
     cols = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
     rows = []
     for r in history:
         rows.append([
-            esc(r.get("epoch")), esc(fmt_loss(r.get("loss"))), esc(fmt_pct(r.get("accuracy"))),
-            esc(fmt_loss(r.get("val_loss"))), esc(fmt_pct(r.get("val_accuracy"))), esc(fmt_num(r.get("lr"))),
-            esc(fmt_num(r.get("seconds"), 3)),
+            r.get("epoch"), fmt_loss(r.get("loss")), fmt_pct(r.get("accuracy")),
+            fmt_loss(r.get("val_loss")), fmt_pct(r.get("val_accuracy")), fmt_num(r.get("lr")),
+            fmt_num(r.get("seconds"), 3),
         ])
     out += (f"<details><summary>History table ({len(history)} epochs)</summary>"
-            + table(cols, rows, cls="history", numeric=range(len(cols))) + "</details>")
-    return out
+            f"{table(cols, rows, cls='history', numeric=range(len(cols)))}</details>")
+    return Markup(out)
 
 
 def _metrics_section(metrics, confusion_png) -> str:
@@ -288,17 +289,17 @@ def _metrics_section(metrics, confusion_png) -> str:
             f1 = r.get("f1")
             bar = (f'<span class="bar"><span style="width:{max(0.0, min(1.0, float(f1))) * 100:.1f}%"></span></span>'
                    if isinstance(f1, (int, float)) else "")
-            rows.append([esc(r.get("class")), esc(_fixed3(r.get("precision"))), esc(_fixed3(r.get("recall"))),
-                         esc(_fixed3(f1)) + bar, esc(fmt_num(r.get("support")))])
-        out += "<h3>Per class</h3>" + table(["class", "precision", "recall", "F1", "support"], rows, cls="perclass",
-                                              numeric=(1, 2, 3, 4))
-    out += img(confusion_png, "confusion matrix heatmap",
-               caption="Rows: true class, columns: predicted class. Colour: share of the row; numbers: counts.",
-               width=760)
+            rows.append([r.get("class"), _fixed3(r.get("precision")), _fixed3(r.get("recall")),
+                         Markup(esc(_fixed3(f1)) + Markup(bar)), fmt_num(r.get("support"))])
+        out += "<h3>Per class</h3>" + str(table(["class", "precision", "recall", "F1", "support"], rows,
+                                                cls="perclass", numeric=(1, 2, 3, 4)))
+    out += str(img(confusion_png, "confusion matrix heatmap",
+                   caption="Rows: true class, columns: predicted class. Colour: share of the row; numbers: counts.",
+                   width=760))
     extra = [(k, v) for k, v in metrics.items() if k not in ("per_class", "confusion_matrix", "class_names")]
     if extra:
-        out += "<details><summary>All metric values</summary>" + kv_table(extra) + "</details>"
-    return out
+        out += f"<details><summary>All metric values</summary>{kv_table(extra)}</details>"
+    return Markup(out)
 
 
 def _fixed3(value) -> str:
@@ -313,33 +314,43 @@ def _mistakes_section(mistakes_png) -> str:
                caption="Test images the model got wrong with the highest confidence.")
 
 
-def _embeddings_section(explorers: Sequence[Explorer]) -> str:
+def _embeddings_section(explorers: Sequence[Explorer]) -> tuple[Markup, Markup | None]:
+    """The section's markup, and the lists its inline Bokeh explorers share as JSON (None when it draws none:
+    then the page loads no BokehJS)."""
     if not explorers:
-        return muted("No embeddings computed for this run (run `mlplab embed RUN`).")
+        return muted("No embeddings computed for this run (run `mlplab embed RUN`)."), None
+    explorer_body = environment().get_template("explorer_embed.html").module.explorer_body
+    docs = [read_explorer(ex.html) if ex.html else None for ex in explorers]
+    items, shared = share_lists([doc.item for doc in docs if doc is not None])
+    items = iter(items)
     out = []
-    for i, ex in enumerate(explorers):
+    for i, (ex, doc) in enumerate(zip(explorers, docs)):
         body = ""
-        if ex.html and is_self_contained(ex.html):
-            # srcdoc keeps the page inside this file. No sandbox attribute: BokehJS does not render with the
-            # opaque origin a sandbox gives it; the page is our own output and the CSP above still applies.
+        if doc is not None:
+            body = str(explorer_body(f"explorer-{i + 1}-plot", doc, doc.payload_with(next(items))))
+        elif ex.html and is_self_contained(ex.html):
+            # A page we did not write (or of another Bokeh version) is shown as it is. srcdoc keeps it inside this
+            # file; no sandbox attribute: BokehJS does not render with the opaque origin a sandbox gives it. The
+            # CSP above still applies to the frame.
             height = _PAGE_HEIGHT.search(ex.html)
             style = f' style="height:{min(int(height.group(1)), 2000)}px"' if height else ""
             body = (f'<iframe class="explorer" title="{esc(ex.title)}" loading="eager"{style} '
                     f'srcdoc="{esc(ex.html)}"></iframe>')
-            if ex.png:
-                body += f"<details><summary>Static picture</summary>{img(ex.png, ex.title)}</details>"
         elif ex.png:
-            body = img(ex.png, ex.title)
+            body = str(img(ex.png, ex.title))
             if ex.html:
-                body += muted("The interactive page loads scripts from the network, so it is not inlined here.")
+                body += str(muted("The interactive page loads scripts from the network, so it is not inlined here."))
         else:
-            body = muted("Nothing to show.")
+            body = str(muted("Nothing to show."))
+        if body and ex.png and ex.html and (doc is not None or is_self_contained(ex.html)):
+            body += f"<details><summary>Static picture</summary>{img(ex.png, ex.title)}</details>"
         note = f'<p class="muted">{esc(ex.note)}</p>' if ex.note else ""
         out.append(f'<article class="explorer-card" id="explorer-{i + 1}"><h3>{esc(ex.title)}</h3>{note}{body}</article>')
-    return "".join(out)
+    inline = any(doc is not None for doc in docs)
+    return Markup("".join(out)), (script_json(shared) if inline else None)
 
 
-def _environment_section(manifest) -> str:
+def _environment_section(manifest) -> Markup:
     if not manifest:
         return muted("No manifest.json in the run.")
     return kv_table(flatten(manifest))
@@ -393,11 +404,12 @@ details{margin:10px 0}
 summary{cursor:pointer;color:var(--accent)}
 iframe.explorer{display:block;width:100%;height:min(760px,90vh);border:1px solid var(--line);border-radius:6px;background:#fff}
 .explorer-card{margin-bottom:18px}
+.bokeh-root{overflow-x:auto;max-width:100%}
 footer{margin-top:32px;color:var(--muted);font-size:.85rem}
 @media (max-width:640px){body{font-size:14px}.wrap{padding:14px 12px 40px}header h1{font-size:1.3rem}
  dl.facts{grid-template-columns:1fr}dl.facts dd{margin-bottom:6px}.stat .value{font-size:1.15rem}}
 @media print{nav.toc,iframe.explorer{display:none}}
-"""
+""" + EXPLORER_CSS
 
 
 def build_report(
@@ -422,6 +434,7 @@ def build_report(
     """
     figures = figures or {}
     config = config or {}
+    embeddings, shared = _embeddings_section(list(explorers))
     bodies = {
         "overview": _overview(title, run_path, config, list(history), metrics, list(notes), manifest),
         "data": _data_section(config, figures.get("samples")),
@@ -429,21 +442,10 @@ def build_report(
         "curves": _curves_section(list(history), figures.get("curves")),
         "metrics": _metrics_section(metrics, figures.get("confusion")),
         "mistakes": _mistakes_section(figures.get("mistakes")),
-        "embeddings": _embeddings_section(list(explorers)),
+        "embeddings": embeddings,
         "config": kv_table(flatten(config)) if config else muted("No config."),
         "environment": _environment_section(manifest),
     }
-    toc = "".join(f'<li><a href="#{sid}">{esc(label)}</a></li>' for sid, label in SECTIONS)
-    sections = "".join(f'<section id="{sid}"><h2>{esc(label)}</h2>{bodies[sid]}</section>' for sid, label in SECTIONS)
     subtitle = "mlplab run report" + (f" · generated {generated}" if generated else "")
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        f"<title>{esc(title)} · mlplab report</title><style>{CSS}</style></head>"
-        f'<body><div class="wrap"><header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header>'
-        f'<nav class="toc" aria-label="Contents"><ol>{toc}</ol></nav>{sections}'
-        '<footer>Written by mlplab. This file is self-contained: it makes no network requests.</footer>'
-        "</div></body></html>\n"
-    )
+    return render("report.html", title=title, subtitle=subtitle, sections=SECTIONS, bodies=bodies, css=Markup(CSS),
+                  bokeh_js=bokeh_bundle() if shared is not None else None, shared=shared)

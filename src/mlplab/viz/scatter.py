@@ -12,10 +12,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.lines import Line2D
 
+from mlplab.inspect.embed import method_title as title_of
 from mlplab.viz.figures import new_figure, styled
 from mlplab.viz.palette import MISTAKE_COLOR, class_colors
-
-METHOD_TITLES = {"tsne": "t-SNE", "umap": "UMAP", "mds": "MDS", "pca": "PCA"}
 
 
 def point_size(n: int) -> float:
@@ -54,7 +53,7 @@ def embedding_figure(panels: Mapping[str, np.ndarray], labels, class_names: Sequ
     size = point_size(n)
     # Draw in a fixed shuffled order so no class is always painted on top of the others.
     order = np.random.default_rng(0).permutation(n)
-    method_title = METHOD_TITLES.get(method, method)
+    method_title = title_of(method) if method else ""
 
     with styled():
         legend_width = 1.9
