@@ -63,7 +63,8 @@ def train(out, config_file, resume, overwrite, quiet, **flags):
     if not quiet:
         note_cpu_kernels(given.get("device"))
     if resume is not None:
-        stray = sorted(set(given) - RESUMABLE_FLAGS) + (["--out"] if out else []) + (["--config"] if config_file else [])
+        stray = (sorted(set(given) - RESUMABLE_FLAGS) + (["--out"] if out else []) + (["--config"] if config_file else [])
+                 + (["--overwrite"] if overwrite else []))  # a resume appends to the run; it never replaces it
         if stray:
             names = ", ".join("--" + s.replace("_", "-").lstrip("-") for s in stray)
             raise MlplabError(f"--resume continues a run with its own settings; only --epochs, --device and "
@@ -87,6 +88,13 @@ def train(out, config_file, resume, overwrite, quiet, **flags):
     _report_training(result, console, quiet)
 
 
+def resume_command(path, epochs) -> str:
+    """The exact command that continues a run to its target epochs (quoted for a POSIX shell)."""
+    import shlex
+
+    return f"mlplab train --resume {shlex.quote(str(path))} --epochs {int(epochs)}"
+
+
 def _progress(quiet, console, epochs, run_path):
     if quiet:
         return None
@@ -102,8 +110,10 @@ def _report_training(result, console, quiet):
     h = result.history
     if result.interrupted_at is not None:
         epoch, batch = result.interrupted_at
-        click.echo(f"mlplab: interrupted in epoch {epoch} after batch {batch}; {h.epochs_done} whole epochs are saved. "
-                   f"Continue with: mlplab train --resume {result.path} --epochs N", err=True)
+        done = h.epochs_done
+        saved = f"{done} whole epoch{'' if done == 1 else 's'} {'is' if done == 1 else 'are'} saved"
+        click.echo(f"mlplab: interrupted in epoch {epoch} after batch {batch}; {saved}. "
+                   f"Continue with: {resume_command(result.path, result.target_epochs)}", err=True)
         raise SystemExit(130)
     if quiet:
         return
