@@ -142,7 +142,9 @@ def read_toml(path) -> dict:
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read()
+        # tomllib rejects a byte-order mark, which Windows editors add when they save UTF-8
+        return tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except FileNotFoundError:
         raise MlplabError(f"config file {path} does not exist") from None
     except IsADirectoryError:
