@@ -305,3 +305,14 @@ def test_fit_again_never_redraws_the_validation_split(digits):
     # a new seed changes the optimizer's trainer, not the validation samples drawn by the first call
     mlplab.fit(model, digits.x_train, digits.y_train, epochs=1, validation_split=0.2, seed=5)
     assert model._mlplab_trainer.validation_draw == (0.2, 0, n) and len(model._mlplab_trainer.history) == 2
+
+
+def test_open_run_history_is_a_history_that_still_reads_like_rows(tmp_path):
+    res = train_run(opts(model=SMALL, epochs=30, early_stop="val_loss:1", restore_best=True), tmp_path / "r")
+    h = open_run(tmp_path / "r").history()
+    assert isinstance(h, mlplab.History)
+    assert h.rows == res.history.rows and h.epochs_done == res.history.epochs_done
+    assert h.stopped_early_at == res.history.stopped_early_at is not None
+    assert h.restored_epoch == res.history.restored_epoch
+    assert h.history["val_loss"] == [r["val_loss"] for r in res.history.rows]  # the Keras view
+    assert [r["epoch"] for r in h] == list(range(1, h.epochs_done + 1)) and h[-1] == h.rows[-1]

@@ -28,7 +28,7 @@ import numpy as np
 
 from mlplab.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 from mlplab.errors import MlplabError
-from mlplab.train.history import HISTORY_COLUMNS
+from mlplab.train.history import HISTORY_COLUMNS, History
 
 RUN_FORMAT = "mlplab-run/1"
 SPLITS = ("train", "val", "test")
@@ -194,15 +194,25 @@ class Run:
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
 
-    def history(self) -> list[dict]:
+    def history(self) -> History:
+        """The run's History (as `fit` returns it): rows from history.csv, early-stopping epochs from the manifest."""
         path = self.path / "history.csv"
         if not path.exists():
-            return []
+            return History()
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise MlplabError(f"cannot read {path}: {exc}") from exc
-        return parse_history_csv(text, str(path))
+        history = History(parse_history_csv(text, str(path)))
+        try:
+            manifest = self.manifest() or {}
+        except MlplabError:  # the manifest is informational: the epochs are still worth reading
+            manifest = {}
+        for attr, key in (("stopped_early_at", "stopped_early_at"), ("restored_epoch", "restored_best_epoch")):
+            if _is_int(manifest.get(key)) and manifest[key] > 0:
+                setattr(history, attr, manifest[key])
+        history.interrupted = manifest.get("status") == "interrupted"
+        return history
 
     def metrics(self) -> dict | None:
         path = self.path / "metrics.json"

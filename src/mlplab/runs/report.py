@@ -108,7 +108,7 @@ def write_run_report(run, *, n_mistakes: int = 24, samples_per_class: int = 10, 
     """
     notes = list(notes)
     plots: dict[str, dict[str, Path]] = {}
-    history = run.history()
+    history = run.history().rows
     metrics = run.metrics()
     manifest = run.manifest()
     names = run.class_names
