@@ -316,3 +316,24 @@ def test_open_run_history_is_a_history_that_still_reads_like_rows(tmp_path):
     assert h.restored_epoch == res.history.restored_epoch
     assert h.history["val_loss"] == [r["val_loss"] for r in res.history.rows]  # the Keras view
     assert [r["epoch"] for r in h] == list(range(1, h.epochs_done + 1)) and h[-1] == h.rows[-1]
+
+
+def test_piped_tables_are_not_wrapped_at_80_columns():
+    import io
+
+    from mlplab.cli.console import make_console
+    from mlplab.cli.train_cmd import _print_metrics
+
+    names = [f"garment-{i}" for i in range(12)]
+    cm = [[int(i == j) * 100 + j for j in range(12)] for i in range(12)]
+    m = {"test_loss": 0.5, "test_accuracy": 0.9, "macro_f1": 0.9, "n_test": 1200, "data": "x", "class_names": names,
+         "confusion_matrix": cm, "per_class": [{"class": n, "precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 100}
+                                               for n in names]}
+    out = io.StringIO()  # not a terminal, as when piped
+    _print_metrics(m, make_console(file=out))
+    lines = out.getvalue().splitlines()
+    header = next(l for l in lines if "garment" in l and "┃" in l and l.count("garment") > 1)
+    assert header.count("garmen") == 12  # every column header on one line (names cut to 7 characters)
+    rows = [l for l in lines if l.startswith("│ garmen") and l.count("│") == 14]
+    assert len(rows) == 12 and max(len(l) for l in lines) > 80
+    assert "Confusion matrix (rows: true, columns: predicted)" in lines

@@ -12,6 +12,7 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mlplab.cli.console import make_console
 from mlplab.train.callbacks import Callback
 
 REFRESH_SECONDS = 0.1  # reading the running loss forces a device sync, so do it a few times a second at most
@@ -30,7 +31,7 @@ def epoch_line(row: dict, epochs: int, show_lr: bool = False) -> str:
 class ConsoleProgress(Callback):
     def __init__(self, epochs: int, console: Console | None = None, show_lr: bool = False):
         self.epochs = epochs
-        self.console = console or Console()
+        self.console = console or make_console()
         self.live = self.console.is_terminal
         self.show_lr = show_lr
         self.progress: Progress | None = None

@@ -52,8 +52,9 @@ def compare(run_dirs, out, names, title):
 
 
 def _print_table(rows) -> None:
-    from rich.console import Console
     from rich.markup import escape
+
+    from mlplab.cli.console import make_console
     from rich.table import Table
 
     from mlplab.viz.report import fmt_loss, fmt_num, fmt_pct
@@ -69,4 +70,4 @@ def _print_table(rows) -> None:
             test_acc = f"[bold]{test_acc}[/bold]"
         table.add_row(escape(r["name"]), fmt_num(r["epochs"]), fmt_num(r["best_epoch"]), fmt_loss(r["best_val_loss"]),
                       fmt_pct(r["best_val_accuracy"]), fmt_loss(r["test_loss"]), test_acc)
-    Console(highlight=False).print(table)
+    make_console().print(table)

@@ -23,9 +23,9 @@ RESUMABLE_FLAGS = {"epochs", "device", "threads"}
 
 
 def _console():
-    from rich.console import Console
+    from mlplab.cli.console import make_console
 
-    return Console(highlight=False)
+    return make_console()
 
 
 @click.command()
@@ -162,7 +162,9 @@ def _print_metrics(m: dict, console) -> None:
 
     console.print(f"Test loss {m['test_loss']:.4f}   accuracy {m['test_accuracy']:.4f}   "
                   f"macro F1 {m['macro_f1']:.4f}   ({m['n_test']:,} samples of {m['data']})")
-    table = Table(title="Per class", title_justify="left")
+    # titles as lines of their own: a table's title is wrapped to the table's width
+    console.print("Per class")
+    table = Table()
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for row in m["per_class"]:
@@ -170,7 +172,8 @@ def _print_metrics(m: dict, console) -> None:
                       f"{row['support']:,}")
     console.print(table)
     names = m["class_names"]
-    cm = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    console.print("Confusion matrix (rows: true, columns: predicted)")
+    cm = Table()
     cm.add_column("")
     short = [n[:7] for n in names]
     for s in short:
