@@ -90,7 +90,7 @@ def test_small_experiment_end_to_end(tmp_path, capsys):
     history_a = (out / "a" / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history_a[1:]] == ["1", "2", "3"]
     # the embed stage wrote first-vs-last hidden layer maps with quality numbers
-    meta = json.loads((out / "b" / "embeddings" / "dense_1+dense_2-pca.json").read_text())
+    meta = json.loads((out / "b" / "embeddings" / "dense_1+dense_2-pca-n200.json").read_text())
     assert set(meta["layers"]) == {"dense_1", "dense_2"} and meta["n"] == 200
     for layer in meta["layers"].values():
         assert 0.5 < layer["quality"]["knn_accuracy"] <= 1.0
@@ -169,7 +169,7 @@ def test_notebook_experiment_on_digits_clamps_n_with_a_note(tmp_path, capsys):
     captured = capsys.readouterr()
     assert exit_.value.code == 0, captured.err
     assert "mlplab: note: " in captured.err and "stage[5]: n = 1000 but the test split of digits has 360" in captured.err
-    meta = json.loads((out / "c-early-stopping" / "embeddings" / "dense_2-pca.json").read_text())
+    meta = json.loads((out / "c-early-stopping" / "embeddings" / "dense_2-pca.json")  # n clamped to the whole split: the default name.read_text())
     assert meta["n"] == 360
     assert [l.split(",")[0] for l in (out / "a-no-dropout" / "history.csv").read_text().splitlines()[1:]] == \
         ["1", "2", "3", "4"]
