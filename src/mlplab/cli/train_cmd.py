@@ -228,7 +228,10 @@ def predict(run, files, invert, top):
     r = open_run(run)
     model = r.model()
     shape = tuple(r.config["data"].get("input_shape") or [r.config["model"]["input_dim"]])
-    batch = np.stack([load_image(f, shape, invert=invert) for f in files])
+    notes: list[str] = []
+    batch = np.stack([load_image(f, shape, invert=invert, notes=notes) for f in files])
+    for note in notes:
+        click.echo(f"mlplab: note: {note}", err=True)
     proba = predict_proba(model, batch)
     names = r.class_names
     top = min(top, proba.shape[1])
