@@ -266,6 +266,8 @@ def test_resume_with_overwrite_is_refused(tmp_path, capsys):
     code, _, err = cli(["train", "--resume", str(run), "--epochs", "2", "--overwrite"], capsys)
     assert code == 2 and err.count("\n") == 1 and "--overwrite" in err
     assert (run / "history.csv").read_text() == before
+    code, _, err = cli(["summary", str(run), "--input", "784"], capsys)  # the same class: a flag silently ignored
+    assert code == 2 and "--input goes with --model SPEC" in err
 
 
 def test_labels_with_gaps_point_at_the_labels_not_a_huge_spec(tmp_path, capsys, digits):

@@ -195,6 +195,8 @@ def summary(run, spec, input_dim, configs):
 
     if (run is None) == (spec is None):
         raise MlplabError("give either a RUN directory or --model SPEC --input N")
+    if run is not None and input_dim is not None:  # a run knows its input size; a flag it ignored would mislead
+        raise MlplabError("--input goes with --model SPEC; a RUN's input size comes from the run")
     if spec is not None:
         if input_dim is None or input_dim <= 0:
             raise MlplabError("--model needs --input N, the number of input features (e.g. 784), N >= 1")
