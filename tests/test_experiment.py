@@ -169,7 +169,8 @@ def test_notebook_experiment_on_digits_clamps_n_with_a_note(tmp_path, capsys):
     captured = capsys.readouterr()
     assert exit_.value.code == 0, captured.err
     assert "mlplab: note: " in captured.err and "stage[5]: n = 1000 but the test split of digits has 360" in captured.err
-    meta = json.loads((out / "c-early-stopping" / "embeddings" / "dense_2-pca.json")  # n clamped to the whole split: the default name.read_text())
+    # n clamped to the whole split is the default draw, so the map has the default name
+    meta = json.loads((out / "c-early-stopping" / "embeddings" / "dense_2-pca.json").read_text())
     assert meta["n"] == 360
     assert [l.split(",")[0] for l in (out / "a-no-dropout" / "history.csv").read_text().splitlines()[1:]] == \
         ["1", "2", "3", "4"]
