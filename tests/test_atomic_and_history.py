@@ -53,10 +53,33 @@ def test_history_csv_roundtrip_is_exact():
     ("epoch,loss\n1,2\n", "header must be"),
     ("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n1,x,1,1,1,1,1\n", "line 2 is not numeric"),
     ("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n1,1\n", "line 2 has 2 fields"),
+    ("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n1,1,1,1,1,1,1\n1,1,1,1,1,1,1\n",
+     "line 3: epoch 1 repeats epoch 1"),
+    ("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n1,1,1,1,1,1,1\n3,1,1,1,1,1,1\n2,1,1,1,1,1,1\n",
+     "line 4: epoch 2 comes after epoch 3"),
+    ("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds\n0,1,1,1,1,1,1\n", "line 2: epoch 0 is below 1"),
 ])
 def test_corrupt_history_is_one_line_error(text, message):
     with pytest.raises(MlplabError, match=message):
         parse_history_csv(text)
+
+
+def test_history_with_a_byte_order_mark_is_read():
+    rows = [{"epoch": 1, "loss": 0.5, "accuracy": 0.8, "val_loss": 0.6, "val_accuracy": 0.7, "lr": 0.01,
+             "seconds": 1.0}]
+    text = format_history_csv(rows)
+    assert parse_history_csv("\ufeff" + text) == rows
+
+
+def test_run_files_saved_with_a_byte_order_mark_are_read(tmp_path):
+    """Spreadsheets and Windows editors save UTF-8 with a BOM: history.csv, config.json and TOML files."""
+    from mlplab.runs.config import read_toml
+    from mlplab.runs.folder import _read_json
+
+    (tmp_path / "c.toml").write_bytes(b"\xef\xbb\xbfepochs = 3\n")
+    assert read_toml(tmp_path / "c.toml") == {"epochs": 3}
+    (tmp_path / "m.json").write_bytes(b'\xef\xbb\xbf{"a": 1}')
+    assert _read_json(tmp_path / "m.json") == {"a": 1}
 
 
 def test_schedules_values():

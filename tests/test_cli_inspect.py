@@ -68,13 +68,13 @@ def test_embed_default_layer_tsne(run_dir, capsys):
     code, stdout, err = run_cli(["embed", str(run_dir), "--method", "tsne", "--n", "150", "--seed", "1"], capsys)
     assert code == 0, err
     assert stdout.splitlines()[2].split()[0] == "dense_2"  # the last hidden layer by default
-    meta = json.loads((run_dir / "embeddings" / "dense_2-tsne.json").read_text())
+    meta = json.loads((run_dir / "embeddings" / "dense_2-tsne-n150-seed1.json").read_text())
     assert meta["quality"]["knn_accuracy"] > 0.7 and meta["quality"]["trustworthiness"] > 0.9
     assert meta["layers"]["dense_2"]["params"]["seed"] == 1
 
 
 @pytest.mark.parametrize("args, message", [
-    (["embed", "{run}", "--layer", "dense_7"], "unknown layer 'dense_7'; choose from: all, dense_1, dropout_1"),
+    (["embed", "{run}", "--layer", "dense_7"], "unknown layer 'dense_7'; choose from: all, input, dense_1, dropout_1"),
     (["embed", "{run}", "--n", "5000", "--method", "pca"], "asked for 5000 samples but the split has only 360"),
     (["activations", "{run}", "--n", "361"], "asked for 361 samples but the split has only 360"),
     (["activations", "{run}", "--layer", "nope"], "unknown layer 'nope'"),
@@ -115,7 +115,75 @@ def test_embed_of_a_dead_layer_is_a_clear_picture_not_a_crash(run_dir, tmp_path,
         code, stdout, err = run_cli(["embed", str(dead), "--layer", "dense_1", "--method", method, "--split", "train"],
                                     capsys)
         assert code == 0, err
-        meta = json.loads((dead / "embeddings" / f"dense_1-{method}.json").read_text())
+        meta = json.loads((dead / "embeddings" / f"dense_1-{method}-train.json").read_text())
         assert "identical" in meta["layers"]["dense_1"]["note"]
-        with np.load(dead / "embeddings" / f"dense_1-{method}.npz", allow_pickle=False) as z:
+        with np.load(dead / "embeddings" / f"dense_1-{method}-train.npz", allow_pickle=False) as z:
             assert (z["coords_dense_1"] == 0).all()
+
+
+# ---- issue 19: maps of other splits/draws never overwrite each other (11), --out (12), no hidden layer (15) -------
+def test_maps_of_another_split_n_or_seed_do_not_overwrite_the_test_map(run_dir, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "r"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("embeddings"))
+    for extra in ([], ["--split", "val"], ["--n", "100"], ["--seed", "3"]):
+        code, _, err = run_cli(["embed", str(run), "--layer", "dense_1", "--method", "pca", "-q", *extra], capsys)
+        assert code == 0, err
+    folder = run / "embeddings"
+    assert sorted(p.name for p in folder.glob("*.json")) == [
+        "dense_1-pca-n100.json", "dense_1-pca-seed3.json", "dense_1-pca-val.json", "dense_1-pca.json"]
+    assert json.loads((folder / "dense_1-pca.json").read_text())["split"] == "test"
+    assert json.loads((folder / "dense_1-pca-val.json").read_text())["split"] == "val"
+    assert "· val split ·" in (folder / "dense_1-pca-val.html").read_text()  # the page's heading
+    code, _, err = run_cli(["report", str(run), "-q"], capsys)
+    page = (run / "report.html").read_text()
+    assert code == 0, err
+    for heading in ("dense_1 · PCA · test split · 360 points</h3>", "dense_1 · PCA · val split · ",
+                    "dense_1 · PCA · test split · 100 points</h3>", "dense_1 · PCA · test split · 360 points · seed 3</h3>"):
+        assert f"<h3>{heading}" in page
+
+
+def test_embed_and_report_of_a_read_only_run_write_elsewhere(run_dir, tmp_path, capsys):
+    import os
+    import shutil
+    import stat
+
+    run, maps, rep = tmp_path / "ro", tmp_path / "maps", tmp_path / "rep"
+    shutil.copytree(run_dir, run, ignore=shutil.ignore_patterns("embeddings", "plots", "report.html"))
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for p in [run, *run.rglob("*")]:
+        os.chmod(p, os.stat(p).st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+    try:
+        for method in ("pca", "mds"):
+            code, _, err = run_cli(["embed", str(run), "--method", method, "--n", "100", "--out", str(maps), "-q"],
+                                   capsys)
+            assert code == 0, err
+        code, out, err = run_cli(["report", str(run), "--out", str(rep), "--maps-from", str(maps), "--maps",
+                                  "*-pca*", "-q"], capsys)
+        assert code == 0, err
+    finally:
+        for p in [run, *run.rglob("*")]:
+            os.chmod(p, os.stat(p).st_mode | stat.S_IWUSR)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before  # nothing written into the run
+    assert out.strip() == str(rep / "report.html") and (rep / "plots" / "curves.png").exists()
+    page = (rep / "report.html").read_text()
+    assert "<h3>dense_2 · PCA · test split · 100 points</h3>" in page and "<h3>dense_2 · MDS" not in page
+    assert sorted(p.name for p in maps.glob("*.json")) == ["dense_2-mds-n100.json", "dense_2-pca-n100.json"]
+    code, _, err = run_cli(["report", str(run_dir), "--out", str(rep), "--no-maps", "-q"], capsys)
+    assert code == 0 and "<iframe" not in (rep / "report.html").read_text()
+
+
+def test_a_model_without_hidden_layers_asks_which_layer(tmp_path, capsys):
+    run = tmp_path / "flat"
+    assert run_cli(["train", "--data", "digits", "--model", "10:softmax", "--epochs", "1", "--out", str(run), "-q"],
+                   capsys)[0] == 0
+    code, _, err = run_cli(["embed", str(run), "--method", "pca"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "no hidden layer" in err and "--layer input" in err and "dense_1 (the output)" in err
+    code, _, err = run_cli(["embed", str(run), "--layer", "dense_9", "--method", "pca"], capsys)
+    assert code == 2 and "choose from: all, input, dense_1" in err
+    code, _, err = run_cli(["embed", str(run), "--layer", ",", "--method", "pca"], capsys)
+    assert code == 2 and "no layer given; choose from: all, input, dense_1" in err
+    code, _, err = run_cli(["embed", str(run), "--layer", "input", "--method", "pca", "-q"], capsys)
+    assert code == 0, err

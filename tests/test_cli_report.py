@@ -94,7 +94,8 @@ def test_report_inlines_embedding_explorers(trained, tmp_path, capsys):
     code, _, err = run_cli(["report", str(run), "-q"], capsys)
     assert code == 0, err
     html = (run / "report.html").read_text()
-    assert html.count("<iframe") == 1 and '<iframe class="explorer" title="dense_1 · t-SNE"' in html
+    # a map named before the split was part of file names is a test-split map
+    assert html.count("<iframe") == 1 and '<iframe class="explorer" title="dense_1 · t-SNE · test split"' in html
     assert "srcdoc=\"&lt;!DOCTYPE html&gt;&lt;html&gt;&lt;body&gt;&lt;p&gt;explorer &amp; &lt;i&gt;" in html
     assert "kNN accuracy 0.912, trustworthiness 0.950" in html
 
@@ -159,3 +160,29 @@ def test_real_report_in_chromium(reported, tmp_path):
     run, code, _, _ = reported
     assert code == 0
     check_report_in_browser(run / "report.html", tmp_path, expect_images=4, expect_bokeh=0)
+
+
+def test_cjk_and_emoji_class_names_and_paths_draw_without_glyph_warnings(tmp_path, capsys):
+    """Issue 19, item 13: every figure of train/report/embed on such names, with no 'Glyph ... missing' warning."""
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "データ 📁"
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(["猫", "犬 🐕", "bird"]):
+        (root / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray((rng.random((8, 8)) * 80 + 60 * c).astype(np.uint8)).save(root / cls / f"{i}.png")
+    run = tmp_path / "実験 🚀"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for args in (["train", "--data", str(root), "--model", "8:relu,3:softmax", "--epochs", "2", "--out", str(run),
+                      "-q"], ["embed", str(run), "--method", "pca", "-q"], ["report", str(run), "-q"]):
+            code, _, err = run_cli(args, capsys)
+            assert code == 0, err
+            assert "Glyph" not in err
+    glyphs = [str(w.message) for w in caught if "Glyph" in str(w.message)]
+    assert glyphs == []
+    assert "犬 🐕" in (run / "report.html").read_text()

@@ -324,6 +324,58 @@ def test_unreadable_image(tmp_path):
     assert "broken.png: cannot read image" in error_of(load_dataset, str(root))
 
 
+def test_image_folder_with_a_nested_folder_or_an_empty_class_is_refused_by_name(tmp_path):
+    root = tmp_path / "imgs"
+    save_png(root / "a" / "1.png", np.zeros((8, 8), np.uint8))
+    save_png(root / "b" / "more" / "2.png", np.zeros((8, 8), np.uint8))  # b holds only a subfolder
+    msg = error_of(load_dataset, str(root))
+    assert f"{root / 'b' / 'more'} is a folder inside class folder 'b'" in msg and "\n" not in msg
+    save_png(root / "b" / "3.png", np.zeros((8, 8), np.uint8))  # images beside the subfolder: still refused
+    assert "is a folder inside class folder 'b'" in error_of(load_dataset, str(root))
+    (root / "b" / "more" / "2.png").unlink()
+    (root / "b" / "more").rmdir()
+    (root / "c").mkdir()
+    (root / "c" / "readme.txt").write_text("no pictures here")
+    assert "class folder 'c' has no images" in error_of(load_dataset, str(root))
+    (root / "c" / "readme.txt").unlink()
+    (root / "c").rmdir()
+    (root / "a" / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes nor nested data
+    ds = load_dataset(str(root), test_fraction=0.5)
+    assert ds.class_names == ["a", "b"]
+
+
+def test_empty_and_broken_pictures_name_the_file_not_a_stream(tmp_path):
+    from mlplab.data.inputs import load_image
+
+    root = tmp_path / "imgs"
+    save_png(root / "a" / "1.png", np.zeros((8, 8), np.uint8))
+    (root / "b").mkdir()
+    (root / "b" / "empty.png").write_bytes(b"")
+    assert error_of(load_dataset, str(root)) == f"{root / 'b' / 'empty.png'} is empty (0 bytes), not an image"
+    (tmp_path / "junk.png").write_bytes(b"hello, not a picture")
+    for path in (tmp_path / "junk.png", root / "b" / "empty.png"):
+        with pytest.raises(MlplabError) as err:
+            load_image(path, (8, 8))
+        assert str(path) in str(err.value) and "BytesIO" not in str(err.value) and "0x" not in str(err.value)
+
+
+def test_predict_pictures_are_resized_with_a_note_and_strips_refused(tmp_path):
+    from mlplab.data.inputs import load_image
+
+    save_png(tmp_path / "big.png", np.zeros((56, 56), np.uint8))
+    save_png(tmp_path / "wide.png", np.zeros((28, 56), np.uint8))
+    save_png(tmp_path / "strip.png", np.zeros((300, 10), np.uint8))
+    save_png(tmp_path / "exact.png", np.zeros((28, 28), np.uint8))
+    notes = []
+    assert load_image(tmp_path / "exact.png", (28, 28), notes=notes).shape == (28, 28) and notes == []
+    assert load_image(tmp_path / "big.png", (28, 28), notes=notes).shape == (28, 28)
+    assert notes == [f"{tmp_path / 'big.png'} is 56x56 pixels; resized to the model's 28x28"]
+    load_image(tmp_path / "wide.png", (28, 28), notes=notes)
+    assert notes[-1].endswith("resized to the model's 28x28, aspect ratio 2.00 -> 1.00")
+    with pytest.raises(MlplabError, match=r"strip.png is 10x300 pixels; .* distort it 30-fold; crop it"):
+        load_image(tmp_path / "strip.png", (28, 28))
+
+
 def test_unknown_file_type_and_empty_folder(tmp_path):
     (tmp_path / "x.parquet").write_bytes(b"PAR1")
     assert "unsupported file type .parquet" in error_of(load_dataset, str(tmp_path / "x.parquet"))

@@ -335,7 +335,7 @@ def test_ctrl_c_stops_cleanly_and_resumes_to_the_uninterrupted_history(tmp_path)
     assert proc.wait() == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted in epoch" in lines[0] and "Traceback" not in err
-    assert f"mlplab train --resume {run} --epochs N" in lines[0]
+    assert f"mlplab train --resume {run} --epochs {EPOCHS}" in lines[0]  # the real command, not a placeholder
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     state = check_run_dir(run)

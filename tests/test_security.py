@@ -149,7 +149,8 @@ def hostile_runs(tmp_path_factory):
     from mlplab.runs.session import train_run
 
     base = tmp_path_factory.mktemp("hostile")
-    data = _image_folder(base / "data", [PAYLOAD, "ok & <b>bold</b>", "quote\"'"])
+    # no "/" in a class name: it is a folder name ("<b>bold</b>" made a nested folder and a class of 0 samples)
+    data = _image_folder(base / "data", [PAYLOAD, "ok & <b>bold<b>", "quote\"'"])
     runs = []
     for seed in (0, 1):
         opts = TrainOptions.from_mapping(dict(data=str(data), model="8:relu,3:softmax", epochs=2, batch_size=8,

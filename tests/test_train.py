@@ -242,3 +242,100 @@ def test_config_file_and_flag_override(tmp_path, capsys):
     cfg.write_text('data = "digits"\nepochs = "ten"\n')
     code, _, err = cli(["train", "--config", str(cfg), "--out", str(tmp_path / "r2")], capsys)
     assert code == 2 and "epochs must be an integer" in err
+
+
+# ---- issue 19: surprises -------------------------------------------------------------------------------------------
+def test_ctrl_c_prints_the_real_resume_command_with_the_target_epochs(tmp_path, capsys, monkeypatch):
+    from mlplab.cli.progress import ConsoleProgress
+
+    def stop_after_first_epoch(self, trainer, epoch, logs):
+        trainer.request_stop()  # what the first Ctrl-C does, at the end of epoch 1
+
+    monkeypatch.setattr(ConsoleProgress, "on_epoch_end", stop_after_first_epoch)
+    run = tmp_path / "my run"
+    code, _, err = cli(["train", "--data", "digits", "--model", SMALL, "--epochs", "7", "--out", str(run)], capsys)
+    assert code == 130
+    assert "1 whole epoch is saved" in err
+    assert f"Continue with: mlplab train --resume '{run}' --epochs 7" in err and "--epochs N" not in err
+
+
+def test_resume_with_overwrite_is_refused(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert cli(["train", "--data", "digits", "--model", SMALL, "--epochs", "1", "--out", str(run), "-q"], capsys)[0] == 0
+    before = (run / "history.csv").read_text()
+    code, _, err = cli(["train", "--resume", str(run), "--epochs", "2", "--overwrite"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--overwrite" in err
+    assert (run / "history.csv").read_text() == before
+    code, _, err = cli(["summary", str(run), "--input", "784"], capsys)  # the same class: a flag silently ignored
+    assert code == 2 and "--input goes with --model SPEC" in err
+
+
+def test_labels_with_gaps_point_at_the_labels_not_a_huge_spec(tmp_path, capsys, digits):
+    data = tmp_path / "gaps.npz"
+    np.savez(data, x_train=digits.x_train, y_train=digits.y_train * 100, x_test=digits.x_test,
+             y_test=digits.y_test * 100)
+    code, _, err = cli(["train", "--data", str(data), "--model", SMALL, "--epochs", "1", "--out",
+                        str(tmp_path / "r")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "10 distinct values (0, 100, 200, 300, ..., 900)" in err and "891 classes have no samples" in err
+    assert "renumber the labels 0..9" in err
+    model = mlplab.build(SMALL, 64)
+    with pytest.raises(MlplabError, match="891 classes have no samples"):
+        mlplab.fit(model, digits.x_train, digits.y_train * 100)
+
+
+def test_fit_again_without_settings_keeps_the_models_optimizer(digits):
+    model = mlplab.build(SMALL, 64, seed=0)
+    mlplab.fit(model, digits.x_train, digits.y_train, epochs=1, optimizer="adam", lr=0.003, batch_size=32)
+    trainer = model._mlplab_trainer
+    mlplab.fit(model, digits.x_train, digits.y_train, epochs=1)
+    assert model._mlplab_trainer is trainer  # same optimizer object: its Adam moments carry over
+    assert isinstance(trainer.optimizer, torch.optim.Adam) and trainer.optimizer.param_groups[0]["lr"] == 0.003
+    assert trainer.batch_size == 32 and len(trainer.history) == 2
+    mlplab.fit(model, digits.x_train, digits.y_train, epochs=1, lr=0.001)  # one change, the rest kept
+    assert isinstance(model._mlplab_trainer.optimizer, torch.optim.Adam)
+    assert model._mlplab_trainer.optimizer.param_groups[0]["lr"] == 0.001 and len(model._mlplab_trainer.history) == 3
+
+
+def test_fit_again_never_redraws_the_validation_split(digits):
+    model = mlplab.build(SMALL, 64, seed=0)
+    n = len(digits.y_train)
+    mlplab.fit(model, digits.x_train, digits.y_train, epochs=1, validation_split=0.2)
+    with pytest.raises(MlplabError, match=r"validation_split=0.2 \(seed 0\).*trained on") as info:
+        mlplab.fit(model, digits.x_train, digits.y_train, epochs=1, validation_split=0.3)
+    assert "\n" not in str(info.value) and len(model._mlplab_trainer.history) == 1
+    # a new seed changes the optimizer's trainer, not the validation samples drawn by the first call
+    mlplab.fit(model, digits.x_train, digits.y_train, epochs=1, validation_split=0.2, seed=5)
+    assert model._mlplab_trainer.validation_draw == (0.2, 0, n) and len(model._mlplab_trainer.history) == 2
+
+
+def test_open_run_history_is_a_history_that_still_reads_like_rows(tmp_path):
+    res = train_run(opts(model=SMALL, epochs=30, early_stop="val_loss:1", restore_best=True), tmp_path / "r")
+    h = open_run(tmp_path / "r").history()
+    assert isinstance(h, mlplab.History)
+    assert h.rows == res.history.rows and h.epochs_done == res.history.epochs_done
+    assert h.stopped_early_at == res.history.stopped_early_at is not None
+    assert h.restored_epoch == res.history.restored_epoch
+    assert h.history["val_loss"] == [r["val_loss"] for r in res.history.rows]  # the Keras view
+    assert [r["epoch"] for r in h] == list(range(1, h.epochs_done + 1)) and h[-1] == h.rows[-1]
+
+
+def test_piped_tables_are_not_wrapped_at_80_columns():
+    import io
+
+    from mlplab.cli.console import make_console
+    from mlplab.cli.train_cmd import _print_metrics
+
+    names = [f"garment-{i}" for i in range(12)]
+    cm = [[int(i == j) * 100 + j for j in range(12)] for i in range(12)]
+    m = {"test_loss": 0.5, "test_accuracy": 0.9, "macro_f1": 0.9, "n_test": 1200, "data": "x", "class_names": names,
+         "confusion_matrix": cm, "per_class": [{"class": n, "precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 100}
+                                               for n in names]}
+    out = io.StringIO()  # not a terminal, as when piped
+    _print_metrics(m, make_console(file=out))
+    lines = out.getvalue().splitlines()
+    header = next(l for l in lines if "garment" in l and "┃" in l and l.count("garment") > 1)
+    assert header.count("garmen") == 12  # every column header on one line (names cut to 7 characters)
+    rows = [l for l in lines if l.startswith("│ garmen") and l.count("│") == 14]
+    assert len(rows) == 12 and max(len(l) for l in lines) > 80
+    assert "Confusion matrix (rows: true, columns: predicted)" in lines

@@ -10,9 +10,9 @@ from mlplab.errors import MlplabError
 
 
 def _console():
-    from rich.console import Console
+    from mlplab.cli.console import make_console
 
-    return Console(highlight=False)
+    return make_console()
 
 
 class DownloadBar:

@@ -35,7 +35,8 @@ def activations(run_dir, layer, split, n, out, seed, batch_size):
 
 
 @click.command(help=f"Map hidden features to 2-D ({', '.join(m.title for m in METHODS.values())}); writes "
-                    "RUN/embeddings/<layer>-<method>.{npz,json,png,html} and prints quality scores.")
+                    "RUN/embeddings/<layer>-<method>[-<split>][-n<N>][-seed<S>].{npz,json,png,html} (the split when "
+                    "not test, n and seed when not the defaults) and prints quality scores.")
 @click.argument("run_dir", type=click.Path(file_okay=True, dir_okay=True))
 @click.option("--layer", default=None,
               help="Layer name (e.g. dense_2), 'input', comma-separated names, or 'all' (input, every hidden "
@@ -46,13 +47,17 @@ def activations(run_dir, layer, split, n, out, seed, batch_size):
 @click.option("--split", type=SPLITS, default="test", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample draw and the method.")
 @click.option("--no-html", is_flag=True, help="Skip the interactive page.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Write the maps into this folder instead of RUN/embeddings (RUN is only read); "
+                   "`mlplab report RUN --maps-from DIR` puts them in a report.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the written paths.")
-def embed(run_dir, layer, method, n, split, seed, no_html, quiet):
+def embed(run_dir, layer, method, n, split, seed, no_html, out_dir, quiet):
     from mlplab.runs.maps import embed_run
     from mlplab.runs.folder import open_run
 
     run = open_run(run_dir)
-    result = embed_run(run, layer=layer, method=method, n=n, split=split, seed=seed, write_html=not no_html)
+    result = embed_run(run, layer=layer, method=method, n=n, split=split, seed=seed, write_html=not no_html,
+                       out_dir=out_dir)
     if not quiet:
         click.echo(f"{method} of {result.n:,} {split} samples")
         click.echo(format_table(result))

@@ -11,6 +11,7 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from mlplab.cli.console import make_console
 from mlplab.train.callbacks import Callback
 # the texts are shared with fit(verbose=...) in the library
 from mlplab.train.progress import REFRESH_SECONDS, epoch_line, running_stats
@@ -19,7 +20,7 @@ from mlplab.train.progress import REFRESH_SECONDS, epoch_line, running_stats
 class ConsoleProgress(Callback):
     def __init__(self, epochs: int, console: Console | None = None, show_lr: bool = False):
         self.epochs = epochs
-        self.console = console or Console()
+        self.console = console or make_console()
         self.live = self.console.is_terminal
         self.show_lr = show_lr
         self.progress: Progress | None = None

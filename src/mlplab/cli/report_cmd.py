@@ -16,14 +16,25 @@ from mlplab.errors import MlplabError
 @click.option("--samples", "samples_per_class", type=click.IntRange(1, 30), default=10, show_default=True,
               help="Sample images per class in the data section.")
 @click.option("--title", help="Report title (default: the run folder's name).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Write report.html and plots/ into this folder instead of RUN (RUN is only read).")
+@click.option("--maps", "maps", multiple=True, metavar="PATTERN",
+              help="Include only the maps whose file name (without extension) matches, e.g. 'dense_2-*' "
+                   "(repeatable; default: every map).")
+@click.option("--no-maps", is_flag=True, help="Include no hidden-feature maps (a small report).")
+@click.option("--maps-from", "maps_dir", type=click.Path(path_type=Path),
+              help="Read the maps from this folder (where `mlplab embed --out` wrote them) instead of RUN/embeddings.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the report's path.")
-def report(run_dir, n_mistakes, samples_per_class, title, quiet):
+def report(run_dir, n_mistakes, samples_per_class, title, out_dir, maps, no_maps, maps_dir, quiet):
     """Write RUN/plots/*.png|svg and the self-contained RUN/report.html, then print its path."""
     from mlplab.runs.folder import open_run
     from mlplab.runs.report import write_run_report
 
+    if no_maps and maps:
+        raise MlplabError("--no-maps and --maps contradict each other; give one")
     result = write_run_report(open_run(run_dir), n_mistakes=n_mistakes, samples_per_class=samples_per_class,
-                              title=title)
+                              title=title, out_dir=out_dir, maps=[] if no_maps else (list(maps) or None),
+                              maps_dir=maps_dir)
     if not quiet:
         for note in result.notes:
             click.echo(f"note: {note}", err=True)
@@ -52,8 +63,9 @@ def compare(run_dirs, out, names, title):
 
 
 def _print_table(rows) -> None:
-    from rich.console import Console
     from rich.markup import escape
+
+    from mlplab.cli.console import make_console
     from rich.table import Table
 
     from mlplab.viz.report import fmt_loss, fmt_num, fmt_pct
@@ -69,4 +81,4 @@ def _print_table(rows) -> None:
             test_acc = f"[bold]{test_acc}[/bold]"
         table.add_row(escape(r["name"]), fmt_num(r["epochs"]), fmt_num(r["best_epoch"]), fmt_loss(r["best_val_loss"]),
                       fmt_pct(r["best_val_accuracy"]), fmt_loss(r["test_loss"]), test_acc)
-    Console(highlight=False).print(table)
+    make_console().print(table)

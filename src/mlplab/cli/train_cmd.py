@@ -49,9 +49,9 @@ RESUMABLE_FLAGS = {f.name for f in TrainOptions.fields() if f.metadata.get("resu
 
 
 def _console():
-    from rich.console import Console
+    from mlplab.cli.console import make_console
 
-    return Console(highlight=False)
+    return make_console()
 
 
 @click.command()
@@ -76,7 +76,8 @@ def train(out, config_file, resume, overwrite, quiet, **flags):
     if not quiet:
         note_cpu_kernels(given.get("device"))
     if resume is not None:
-        stray = sorted(set(given) - RESUMABLE_FLAGS) + (["--out"] if out else []) + (["--config"] if config_file else [])
+        stray = (sorted(set(given) - RESUMABLE_FLAGS) + (["--out"] if out else []) + (["--config"] if config_file else [])
+                 + (["--overwrite"] if overwrite else []))  # a resume appends to the run; it never replaces it
         if stray:
             names = ", ".join("--" + s.replace("_", "-").lstrip("-") for s in stray)
             allowed = ", ".join("--" + s.replace("_", "-") for s in sorted(RESUMABLE_FLAGS))
@@ -104,6 +105,13 @@ def train(out, config_file, resume, overwrite, quiet, **flags):
     _report_training(result, console, quiet)
 
 
+def resume_command(path, epochs) -> str:
+    """The exact command that continues a run to its target epochs (quoted for a POSIX shell)."""
+    import shlex
+
+    return f"mlplab train --resume {shlex.quote(str(path))} --epochs {int(epochs)}"
+
+
 def _progress(quiet, console, epochs, run_path):
     if quiet:
         return None
@@ -119,8 +127,10 @@ def _report_training(result, console, quiet):
     h = result.history
     if result.interrupted_at is not None:
         epoch, batch = result.interrupted_at
-        click.echo(f"mlplab: interrupted in epoch {epoch} after batch {batch}; {h.epochs_done} whole epochs are saved. "
-                   f"Continue with: mlplab train --resume {result.path} --epochs N", err=True)
+        done = h.epochs_done
+        saved = f"{done} whole epoch{'' if done == 1 else 's'} {'is' if done == 1 else 'are'} saved"
+        click.echo(f"mlplab: interrupted in epoch {epoch} after batch {batch}; {saved}. "
+                   f"Continue with: {resume_command(result.path, result.target_epochs)}", err=True)
         raise SystemExit(130)
     if quiet:
         return
@@ -169,7 +179,9 @@ def _print_metrics(m: dict, console) -> None:
 
     console.print(f"Test loss {m['test_loss']:.4f}   accuracy {m['test_accuracy']:.4f}   "
                   f"macro F1 {m['macro_f1']:.4f}   ({m['n_test']:,} samples of {m['data']})")
-    table = Table(title="Per class", title_justify="left")
+    # titles as lines of their own: a table's title is wrapped to the table's width
+    console.print("Per class")
+    table = Table()
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="left" if col == "class" else "right")
     for row in m["per_class"]:
@@ -177,7 +189,8 @@ def _print_metrics(m: dict, console) -> None:
                       f"{row['support']:,}")
     console.print(table)
     names = m["class_names"]
-    cm = Table(title="Confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    console.print("Confusion matrix (rows: true, columns: predicted)")
+    cm = Table()
     cm.add_column("")
     short = [n[:7] for n in names]
     for s in short:
@@ -199,6 +212,8 @@ def summary(run, spec, input_dim, configs):
 
     if (run is None) == (spec is None):
         raise MlplabError("give either a RUN directory or --model SPEC --input N")
+    if run is not None and input_dim is not None:  # a run knows its input size; a flag it ignored would mislead
+        raise MlplabError("--input goes with --model SPEC; a RUN's input size comes from the run")
     if spec is not None:
         if input_dim is None or input_dim <= 0:
             raise MlplabError("--model needs --input N, the number of input features (e.g. 784), N >= 1")
@@ -232,7 +247,10 @@ def predict(run, files, invert, top):
     r = open_run(run)
     model = r.model()
     shape = tuple(r.config["data"].get("input_shape") or [r.config["model"]["input_dim"]])
-    batch = np.stack([load_image(f, shape, invert=invert) for f in files])
+    notes: list[str] = []
+    batch = np.stack([load_image(f, shape, invert=invert, notes=notes) for f in files])
+    for note in notes:
+        click.echo(f"mlplab: note: {note}", err=True)
     proba = predict_proba(model, batch)
     names = r.class_names
     top = min(top, proba.shape[1])

@@ -44,9 +44,25 @@ def open_image_bytes(path: Path) -> io.BytesIO:
     claims it), and a real file object allocates that length up front (a PNG chunk claiming 3 GB in a 100-byte
     file asks for 3 GB); a BytesIO hands back only the bytes that exist."""
     try:
-        return io.BytesIO(Path(path).read_bytes())
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise MlplabError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if not data:
+        raise MlplabError(f"{path} is empty (0 bytes), not an image")
+    return io.BytesIO(data)
+
+
+def image_error(exc: Exception) -> str:
+    """Pillow's reason, on one line, for a file it could not read. Pillow names the stream it was given (a
+    BytesIO here, see open_image_bytes), which means nothing to the user: the caller names the file."""
+    import re
+
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, UnidentifiedImageError):
+        return "not a PNG, JPEG, BMP, GIF, TIFF or WebP file Pillow can identify"
+    text = " ".join(str(exc).split())
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the file", text) or type(exc).__name__
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -58,7 +74,7 @@ def _read_image(path: Path) -> np.ndarray:
             return np.asarray(im.convert("L"), dtype=np.uint8)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
             EOFError) as exc:
-        raise MlplabError(f"{path}: cannot read image ({' '.join(str(exc).split())})") from exc
+        raise MlplabError(f"{path}: cannot read image ({image_error(exc)})") from exc
 
 
 def read_image_folder(root, class_names: list[str] | None = None):
@@ -74,7 +90,17 @@ def read_image_folder(root, class_names: list[str] | None = None):
     images, labels, shape, first = [], [], None, None
     for folder in folders:
         label = names.index(folder.name)
-        for f in sorted(folder.iterdir()):
+        entries = sorted(folder.iterdir())
+        # One level only: images in a subfolder would be silently left out (and a class folder holding only
+        # subfolders would become a class without samples), so a nested folder is refused, by name.
+        nested = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+        if nested:
+            raise MlplabError(f"{nested[0]} is a folder inside class folder {folder.name!r}; an image folder is "
+                              f"ROOT/CLASS_NAME/*.png, one level: move its images up into {folder} or remove it")
+        if not any(f.is_file() and f.suffix.lower() in EXTENSIONS for f in entries):
+            raise MlplabError(f"{folder}: class folder {folder.name!r} has no images (.png, .jpg, ...); a class "
+                              f"needs samples: add some or remove the folder")
+        for f in entries:
             if not f.is_file() or f.suffix.lower() not in EXTENSIONS:
                 continue
             img = _read_image(f)

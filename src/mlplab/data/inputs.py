@@ -9,10 +9,15 @@ import numpy as np
 from mlplab.errors import MlplabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+# A picture is resized to the model's input size; beyond this much change of aspect ratio (a 10x300 strip for a
+# square model) the result no longer looks like anything the model saw, so it is refused instead.
+MAX_ASPECT_CHANGE = 4.0
 
 
-def load_image(path, input_shape: tuple[int, ...], *, invert: bool = False) -> np.ndarray:
-    """One sample shaped like the training images: uint8 (H, W) for pictures, float32 for NPY arrays."""
+def load_image(path, input_shape: tuple[int, ...], *, invert: bool = False, notes: list | None = None) -> np.ndarray:
+    """One sample shaped like the training images: uint8 (H, W) for pictures, float32 for NPY arrays.
+
+    A picture of another size is resized; `notes` (when given) receives a sentence saying so."""
     path = Path(path)
     if not path.is_file():
         raise MlplabError(f"{path} does not exist or is not a file")
@@ -20,7 +25,7 @@ def load_image(path, input_shape: tuple[int, ...], *, invert: bool = False) -> n
     if suffix == ".npy":
         arr = _load_npy(path, input_shape)
     elif suffix in IMAGE_SUFFIXES:
-        arr = _load_picture(path, input_shape)
+        arr = _load_picture(path, input_shape, notes)
     else:
         raise MlplabError(f"{path}: unsupported file type {suffix or '(none)'}; use .png, .jpg or .npy")
     if invert:
@@ -28,13 +33,13 @@ def load_image(path, input_shape: tuple[int, ...], *, invert: bool = False) -> n
     return arr
 
 
-def _load_picture(path: Path, input_shape) -> np.ndarray:
+def _load_picture(path: Path, input_shape, notes: list | None = None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if len(input_shape) != 2:
         raise MlplabError(f"{path}: this model takes {int(np.prod(input_shape))} features, not images; "
                           "give a .npy file with one value per feature")
-    from mlplab.data.imagefolder import check_image_size, open_image_bytes
+    from mlplab.data.imagefolder import check_image_size, image_error, open_image_bytes
 
     try:
         with Image.open(open_image_bytes(path)) as img:
@@ -42,9 +47,18 @@ def _load_picture(path: Path, input_shape) -> np.ndarray:
             img.load()
             gray = img.convert("L")
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise MlplabError(f"{path} is not a readable image ({' '.join(str(exc).split())})") from exc
+        raise MlplabError(f"{path} is not a readable image ({image_error(exc)})") from exc
     h, w = input_shape
     if gray.size != (w, h):
+        gw, gh = gray.size
+        change = (gw / gh) / (w / h)
+        change = max(change, 1 / change)
+        if change > MAX_ASPECT_CHANGE:
+            raise MlplabError(f"{path} is {gw}x{gh} pixels; the model takes {w}x{h} images and squeezing it to "
+                              f"that shape would distort it {change:.0f}-fold; crop it to about {w}:{h} first")
+        if notes is not None:
+            distort = f", aspect ratio {gw / gh:.2f} -> {w / h:.2f}" if change > 1.01 else ""
+            notes.append(f"{path} is {gw}x{gh} pixels; resized to the model's {w}x{h}{distort}")
         gray = gray.resize((w, h), Image.Resampling.LANCZOS)
     return np.asarray(gray, dtype=np.uint8)
 

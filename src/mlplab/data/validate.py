@@ -84,6 +84,24 @@ def class_count(*ys: np.ndarray) -> int:
     return int(max(int(y.max()) for y in ys if len(y)) + 1)
 
 
+def label_gaps(*ys: np.ndarray) -> str:
+    """A sentence about unused class numbers when labels skip some (0, 100, ..., 900), else "".
+
+    Labels are class indices, so labels with gaps imply classes without samples; the model would need an
+    output unit for each. Messages about output sizes add this so that they point at the labels, not the spec.
+    """
+    present = np.unique(np.concatenate([np.asarray(y).ravel() for y in ys if len(y)])) if any(len(y) for y in ys) \
+        else np.array([], dtype=np.int64)
+    if not len(present):
+        return ""
+    implied = int(present.max()) + 1
+    if len(present) == implied:
+        return ""
+    shown = ", ".join(str(int(v)) for v in present[:4]) + (f", ..., {int(present[-1])}" if len(present) > 4 else "")
+    return (f"the labels are {len(present)} distinct values ({shown}) but class numbers run 0..{implied - 1}, so "
+            f"{implied - len(present)} classes have no samples; renumber the labels 0..{len(present) - 1}")
+
+
 def harmonize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Give both splits one dtype: if only one came out as uint8, keep the original values as float32 in both."""
     if x_train.dtype != x_test.dtype:

@@ -19,21 +19,23 @@ from mlplab.errors import MlplabError
 log = logging.getLogger(__name__)
 
 
-def resolve_layers(model, layers="all") -> list[str]:
+def resolve_layers(model, layers="all", *, also: tuple[str, ...] = ()) -> list[str]:
     """Layer names to extract, in model order. "all" means every dense layer: at inference a dropout layer
     passes its input through unchanged, so its activations would duplicate the dense layer before it (ask for
-    a dropout layer by name to get it anyway). Unknown names raise MlplabError listing the valid ones."""
+    a dropout layer by name to get it anyway). Unknown names raise MlplabError listing the valid ones, with
+    `also`: names the caller handles itself (embed's "input"), so that the message lists every choice."""
     valid = list(model.layer_names)
+    choices = ", ".join(["all", *also, *valid])
     if isinstance(layers, str):
         if layers == "all":
             return [n for n in valid if not n.startswith("dropout")]
         layers = [s.strip() for s in layers.split(",") if s.strip()]
     layers = list(layers)
     if not layers:
-        raise MlplabError(f"no layer given; choose from: all, {', '.join(valid)}")
+        raise MlplabError(f"no layer given; choose from: {choices}")
     unknown = [n for n in layers if n not in valid]
     if unknown:
-        raise MlplabError(f"unknown layer {unknown[0]!r}; choose from: all, {', '.join(valid)}")
+        raise MlplabError(f"unknown layer {unknown[0]!r}; choose from: {choices}")
     # Model order and no duplicates, whatever order the user typed them in.
     return [n for n in valid if n in set(layers)]
 

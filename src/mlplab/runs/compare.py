@@ -50,7 +50,7 @@ def write_comparison(runs, out_dir, names: Sequence[str] | None = None, *, title
         raise MlplabError(f"--names gives {len(names)} names for {len(runs)} runs; give one name per run")
     names = list(names) if names is not None else _unique_names(runs)
     out_dir = Path(out_dir)
-    data = [(name, run.history(), run.metrics()) for name, run in zip(names, runs)]
+    data = [(name, run.history().rows, run.metrics()) for name, run in zip(names, runs)]
     paths = save_figure(compare_curves([(n, h) for n, h, _ in data], title=title), out_dir / "compare")
     rows = compare_rows(data)
     links = []

@@ -22,7 +22,9 @@ def read_toml(path) -> dict:
     path = Path(path)
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read()
+        # tomllib rejects a byte-order mark, which Windows editors add when they save UTF-8
+        return tomllib.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
     except FileNotFoundError:
         raise MlplabError(f"config file {path} does not exist") from None
     except IsADirectoryError:
@@ -33,6 +35,22 @@ def read_toml(path) -> dict:
         raise MlplabError(f"cannot read {path}: {exc}") from exc
 
 
+def data_relative_to(value, folder: Path):
+    """A `data` value read from a file: a relative path means relative to the file's folder (as an include in
+    a Makefile or a compose file does), so the file works from any working directory. Dataset names, absolute
+    paths and non-strings (reported by validation) are left as they are."""
+    from mlplab.data.sources import canonical
+
+    if not isinstance(value, str) or not value or canonical(value) is not None:
+        return value
+    path = Path(value).expanduser()
+    return value if path.is_absolute() else str(Path(folder) / path)
+
+
 def load_train_config(path) -> TrainOptions:
     """`mlplab train --config FILE.toml`: a flat table of the same options as the flags."""
-    return TrainOptions.from_mapping(read_toml(path), where=str(path))
+    path = Path(path)
+    doc = read_toml(path)
+    if "data" in doc:
+        doc["data"] = data_relative_to(doc["data"], path.parent)
+    return TrainOptions.from_mapping(doc, where=str(path))

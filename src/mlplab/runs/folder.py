@@ -28,7 +28,7 @@ import numpy as np
 
 from mlplab.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
 from mlplab.errors import MlplabError
-from mlplab.train.history import HISTORY_COLUMNS
+from mlplab.train.history import HISTORY_COLUMNS, History
 
 RUN_FORMAT = "mlplab-run/1"
 SPLITS = ("train", "val", "test")
@@ -61,7 +61,11 @@ def format_history_csv(rows: list[dict]) -> str:
 
 
 def parse_history_csv(text: str, where: str = "history.csv") -> list[dict]:
-    reader = csv.reader(io.StringIO(text))
+    """Rows of a history.csv; one MlplabError line for a wrong header, a bad cell or a repeated/out-of-order epoch.
+
+    A leading byte-order mark is dropped: spreadsheet programs add one when they save CSV as UTF-8.
+    """
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
     header = next(reader, None)
     if header != HISTORY_COLUMNS:
         raise MlplabError(f"{where}: header must be {','.join(HISTORY_COLUMNS)}, found {','.join(header or [])!r}")
@@ -75,13 +79,22 @@ def parse_history_csv(text: str, where: str = "history.csv") -> list[dict]:
                 row[col] = float(cell) if cell != "" else float("nan")
         except ValueError as exc:
             raise MlplabError(f"{where}: line {lineno} is not numeric ({exc})") from exc
+        # Epochs must rise: a repeated or out-of-order row would make the curves fold back and epochs_done
+        # (the last row's epoch) wrong for a resume.
+        if not rows and row["epoch"] < 1:
+            raise MlplabError(f"{where}: line {lineno}: epoch {row['epoch']} is below 1; epochs count from 1")
+        if rows and row["epoch"] <= rows[-1]["epoch"]:
+            previous = rows[-1]["epoch"]
+            what = "repeats" if row["epoch"] == previous else "comes after"
+            raise MlplabError(f"{where}: line {lineno}: epoch {row['epoch']} {what} epoch {previous}; "
+                              f"epochs must increase, one row each")
         rows.append(row)
     return rows
 
 
 def _read_json(path: Path) -> dict:
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(path.read_text(encoding="utf-8-sig"))  # -sig: a BOM an editor added is not an error
     except FileNotFoundError:
         raise MlplabError(f"{path} is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -181,15 +194,25 @@ class Run:
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoints"
 
-    def history(self) -> list[dict]:
+    def history(self) -> History:
+        """The run's History (as `fit` returns it): rows from history.csv, early-stopping epochs from the manifest."""
         path = self.path / "history.csv"
         if not path.exists():
-            return []
+            return History()
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise MlplabError(f"cannot read {path}: {exc}") from exc
-        return parse_history_csv(text, str(path))
+        history = History(parse_history_csv(text, str(path)))
+        try:
+            manifest = self.manifest() or {}
+        except MlplabError:  # the manifest is informational: the epochs are still worth reading
+            manifest = {}
+        for attr, key in (("stopped_early_at", "stopped_early_at"), ("restored_epoch", "restored_best_epoch")):
+            if _is_int(manifest.get(key)) and manifest[key] > 0:
+                setattr(history, attr, manifest[key])
+        history.interrupted = manifest.get("status") == "interrupted"
+        return history
 
     def metrics(self) -> dict | None:
         path = self.path / "metrics.json"

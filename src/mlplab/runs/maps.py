@@ -1,6 +1,8 @@
 """Activations and 2-D maps of a run directory: the library side of `mlplab activations` and `mlplab embed`.
 
-Files written (atomically: temp file + rename) into RUN/embeddings, named <layer>-<method> (or all-<method>):
+Files written (atomically: temp file + rename) into RUN/embeddings (or another folder), named
+<layer>-<method>[-<split>][-n<N>][-seed<S>] (or all-...): the split when it is not the test split, n when it is
+not the default draw, the seed when not 0, so that maps of different samples never overwrite each other:
     .npz   coords_<layer> (N, 2) per layer, layers, labels, predictions, confidences, indices, quality arrays
     .json  method, split, n, seed and per-layer quality/seconds/note (read by the run report)
     .png   static scatter (one panel per layer)
@@ -79,9 +81,13 @@ def dense_layers(model) -> list[str]:
 
 
 def default_layer(model) -> str:
-    """The last hidden dense layer (the notebook's "last layer" picture); the output layer if there is none."""
+    """The last hidden dense layer (the notebook's "last layer" picture). A model without hidden layers has
+    no hidden features to map: rather than silently mapping something else, the user picks."""
     dense = dense_layers(model)
-    return dense[-2] if len(dense) > 1 else dense[-1]
+    if len(dense) < 2:
+        raise MlplabError(f"this model has no hidden layer (its only dense layer, {dense[-1]}, is the output); "
+                          f"choose --layer {INPUT} (the pixels), {dense[-1]} (the output) or all")
+    return dense[-2]
 
 
 def _predict(model, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,17 +136,33 @@ def resolve_embed_layers(model, layer: str | None) -> list[str]:
         return [INPUT, *dense_layers(model)]
     parts = [s.strip() for s in layer.split(",") if s.strip()]
     names = [p for p in parts if p != INPUT]
-    resolved = resolve_layers(model, names) if names else []
+    if not parts:
+        resolve_layers(model, [], also=(INPUT,))  # raises: no layer given, with the choices
+    resolved = resolve_layers(model, names, also=(INPUT,)) if names else []
     return ([INPUT] if INPUT in parts else []) + resolved
 
 
+def map_stem(layers: str, method: str, split: str = "test", n: int | None = None, seed: int = 0) -> str:
+    """The file stem of a map; `n` is None for the default draw. Test split, default n and seed 0 add nothing,
+    so these maps keep the names they had before the split was part of the name."""
+    stem = f"{layers}-{method}"
+    if split != "test":
+        stem += f"-{split}"
+    if n is not None:
+        stem += f"-n{n}"
+    if seed:
+        stem += f"-seed{seed}"
+    return stem
+
+
 def embed_run(run, *, layer: str | None = None, method: str = "tsne", n: int | None = None, split: str = "test",
-              seed: int = 0, write_html: bool = True, write_png: bool = True, **options) -> EmbedResult:
+              seed: int = 0, write_html: bool = True, write_png: bool = True, out_dir=None,
+              **options) -> EmbedResult:
     """Embed the chosen layer(s) of a run for n samples of a split and write npz/json/png/html.
 
     layer: a layer name, a comma list, "input" (the model inputs) or "all" (input, every dense layer).
     n: None means up to DEFAULT_EMBED_N samples (all when the split is smaller); a number larger than
-    the split is an error.
+    the split is an error. out_dir: where to write (default RUN/embeddings), e.g. for a read-only run.
     """
     get_method(method)  # an unknown name fails here, before the model and data are loaded
     model = run.model()
@@ -159,12 +181,15 @@ def embed_run(run, *, layer: str | None = None, method: str = "tsne", n: int | N
         log.info("%s: %s", name, q)
         maps.append(LayerMap(name, emb, q))
 
-    stem = ("all" if layer == "all" else "+".join(names)) + f"-{method}"
-    folder = Path(run.embeddings_dir)
-    result = EmbedResult(maps=maps, n=len(samples.labels), split=split)
+    count = len(samples.labels)
+    default_count = min(DEFAULT_EMBED_N, len(run.split_indices(split)))
+    stem = map_stem("all" if layer == "all" else "+".join(names), method, split,
+                    None if n is None or count == default_count else count, seed)
+    folder = Path(out_dir) if out_dir is not None else Path(run.embeddings_dir)
+    result = EmbedResult(maps=maps, n=count, split=split)
+    title = f"{run.name} · {split} split · {count:,} points" + (f" · seed {seed}" if seed else "")
     result.paths = write_maps(folder / stem, maps, samples, preds, conf, run.class_names, method=method,
-                              title=f"{run.name} · {split} split · {len(samples.labels):,} points", seed=seed,
-                              write_png=write_png, write_html=write_html)
+                              title=title, seed=seed, write_png=write_png, write_html=write_html)
     return result
 
 

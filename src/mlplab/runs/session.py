@@ -25,6 +25,7 @@ class TrainResult:
     metrics: dict | None      # None when training was interrupted
     interrupted_at: tuple[int, int] | None = None
     warnings: list[str] = field(default_factory=list)  # one line each, from the loggers (MLflow unreachable...)
+    target_epochs: int | None = None   # the epochs the run was asked to reach (for the resume hint)
 
 
 # Data without a test part of its own gets a held-out test split made with this fixed seed, whatever the
@@ -91,6 +92,12 @@ def _make_trainer(model, opts: TrainOptions) -> Trainer:
 
 def _check_output_layer(model, ds) -> None:
     if model.n_outputs != ds.n_classes:
+        from mlplab.data.validate import label_gaps
+
+        gaps = label_gaps(ds.y_train, ds.y_test)
+        if gaps:
+            raise MlplabError(f"the model's output layer has {model.n_outputs} units and {gaps} "
+                              f"(or end the spec with {ds.n_classes}:softmax)")
         raise MlplabError(f"the model's output layer has {model.n_outputs} units but the data has "
                           f"{ds.n_classes} classes; end the spec with {ds.n_classes}:softmax")
 
@@ -227,7 +234,8 @@ def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOption
         raise TrainingDiverged(f"{exc}{where}") from None
     if history.interrupted:
         return TrainResult(writer.path, history, None, getattr(trainer, "interrupted_at", None),
-                           warnings=_warnings(cbs))
+                           warnings=_warnings(cbs),
+                           target_epochs=opts.epochs)
     metrics = evaluate_model(trainer.model, ds, loss=trainer.loss, data_name=opts.data, device=trainer.device)
     from mlplab.atomic import atomic_write_json
 
@@ -236,7 +244,7 @@ def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOption
     for cb in cbs:
         if hasattr(cb, "on_run_complete"):  # loggers that keep the finished folder's files (MLflow)
             cb.on_run_complete(writer.path, metrics)
-    return TrainResult(writer.path, history, metrics, warnings=_warnings(cbs))
+    return TrainResult(writer.path, history, metrics, warnings=_warnings(cbs), target_epochs=opts.epochs)
 
 
 def _warnings(callbacks) -> list[str]:
@@ -257,7 +265,11 @@ def evaluate_model(model, ds, *, loss: str = "categorical_crossentropy", data_na
     if x.shape[1] != model.input_dim:
         raise MlplabError(f"the model takes {model.input_dim} inputs but {data_name} has {x.shape[1]} features")
     if len(y) and int(y.max()) >= model.n_outputs:
-        raise MlplabError(f"{data_name} has labels up to {int(y.max())} but the model has {model.n_outputs} outputs")
+        from mlplab.data.validate import label_gaps
+
+        gaps = label_gaps(ds.y_test)
+        raise MlplabError(f"{data_name} has labels up to {int(y.max())} but the model has {model.n_outputs} outputs"
+                          + (f"; {gaps}" if gaps else ""))
     test_loss, _ = engine.evaluate(model, x, y, loss)
     proba = engine.predict_proba(model, x).cpu().numpy()
     return classification_metrics(y_true=ds.y_test, probabilities=proba, loss=test_loss,

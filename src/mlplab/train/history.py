@@ -51,6 +51,14 @@ class History:
     def __len__(self) -> int:
         return len(self.rows)
 
+    # A History reads like its list of rows (`for row in h`, `h[-1]["loss"]`, `if h:`), which is what
+    # Run.history() returned before it returned a History.
+    def __iter__(self):
+        return iter(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
     def __repr__(self) -> str:
         """`History(12 epochs)` and, below it, the last epoch's numbers (the notebook shows the curves)."""
         head = f"History({len(self.rows)} epochs)"

@@ -21,6 +21,7 @@ from mlplab.errors import MlplabError
 from mlplab.model.fused_sgd import FusedSGD
 from mlplab.train.callbacks import Callback, EarlyStopping
 from mlplab.train.history import History
+from mlplab.train.options import TrainOptions
 from mlplab.train.optim import make_optimizer, make_schedule
 
 
@@ -118,6 +119,13 @@ class Trainer:
         self.finish_batch_on_ctrl_c = False
         self._resumed_callback_state: dict | None = None
         self.current_lr = self.lr
+        # (fraction, seed, n samples) of the first validation split drawn by fit(): a later fit() must draw the
+        # same one, or samples it trained on would be scored as validation.
+        self.validation_draw: tuple[float, int, int] | None = None
+
+    def first_split_seed(self) -> int | None:
+        """The seed of the validation split already drawn (None before the first one)."""
+        return None if self.validation_draw is None else self.validation_draw[1]
 
     # --- weights helpers used by callbacks ---------------------------------------------------------
     def copy_weights(self) -> dict:
@@ -179,8 +187,14 @@ class Trainer:
         elif validation_split:
             if not (0.0 < validation_split < 1.0):
                 raise MlplabError(f"validation split must be in (0, 1) (got {validation_split!r})")
-            train_idx, val_idx = validation_split_indices(y_np, validation_split,
-                                                          self.seed if split_seed is None else split_seed)
+            draw = (float(validation_split), self.seed if split_seed is None else int(split_seed), len(y_np))
+            if self.validation_draw is not None and self.history.rows and draw != self.validation_draw:
+                frac, seed, n = self.validation_draw
+                raise MlplabError(f"this model was trained with validation_split={frac:g} (seed {seed}) of "
+                                  f"{n:,} samples; another split would validate on samples it trained on: "
+                                  f"use validation_split={frac:g} with the same data, or validation_data=(x, y)")
+            self.validation_draw = draw
+            train_idx, val_idx = validation_split_indices(y_np, draw[0], draw[1])
             xv_np, yv_np = x_np[val_idx], y_np[val_idx]
             x_np, y_np = x_np[train_idx], y_np[train_idx]
         else:
@@ -318,8 +332,11 @@ class Trainer:
         n_out = self.model.n_outputs
         if y.ndim == 1:
             if len(y) and (y.min() < 0 or y.max() >= n_out):
+                from mlplab.data.validate import label_gaps
+
+                gaps = label_gaps(y) if y.min() >= 0 else ""
                 raise MlplabError(f"labels must be in [0, {n_out}) for a model with {n_out} outputs; "
-                                  f"found {int(y.min())}..{int(y.max())}")
+                                  f"found {int(y.min())}..{int(y.max())}" + (f"; {gaps}" if gaps else ""))
         elif y.shape[1] != n_out:
             raise MlplabError(f"targets have {y.shape[1]} columns but the model has {n_out} outputs")
 
@@ -351,39 +368,51 @@ def _ctrl_c_finishes_batch(trainer: Trainer):
         signal.signal(signal.SIGINT, previous)
 
 
-def fit(model, x, y, *, epochs: int = 1, batch_size: int = 128, loss: str = "categorical_crossentropy",
-        optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
-        weight_decay: float = 0.0, schedule: str = "constant", validation_split: float = 0.0,
-        validation_data=None, early_stopping: EarlyStopping | str | None = None, callbacks=(), seed: int = 0,
-        device="cpu", threads: int | None = None, verbose="auto") -> History:
+# fit()'s training settings and their defaults for a model's first fit() call (from the options table). Later
+# calls keep the model's current settings for every one left out (None), as a compiled Keras model keeps its
+# optimizer.
+FIT_DEFAULTS = {name: TrainOptions.default(name) for name in (
+    "loss", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "batch_size", "seed", "device",
+    "threads")}
+
+
+def fit(model, x, y, *, epochs: int = 1, batch_size: int | None = None, loss: str | None = None,
+        optimizer: str | None = None, lr: float | None = None, momentum: float | None = None,
+        nesterov: bool | None = None, weight_decay: float | None = None, schedule: str | None = None,
+        validation_split: float = 0.0, validation_data=None, early_stopping: EarlyStopping | str | None = None,
+        callbacks=(), seed: int | None = None, device=None, threads: int | None = None, verbose="auto") -> History:
     """Keras-style fit: `epochs` more epochs on `model`; calling it again continues the same History.
 
+    Settings left out (None) are the model's current ones (FIT_DEFAULTS on the first call); the optimizer
+    state carries over while they stay the same. A validation split is drawn once: a later call with a
+    different validation_split (or seed) is refused, since a new draw would validate on trained-on samples.
     `verbose`: 0 silent, 1 a live bar per epoch, 2 one line per epoch (Keras's meanings); "auto" is 1 in a
     Jupyter notebook and 0 elsewhere (train/progress.py).
-
-    The optimizer state carries over between calls with the same optimizer settings (as a compiled Keras
-    model keeps its optimizer).
     """
     from mlplab.train.progress import progress_callback, resolve_verbose
 
     resolve_verbose(verbose)  # a bad value fails before anything about the model changes
-    settings = dict(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
-                    weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, seed=seed,
-                    device=device, threads=threads)
+    given = dict(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
+                 weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, seed=seed,
+                 device=device, threads=threads)
     trainer = getattr(model, "_mlplab_trainer", None)
+    current = trainer._settings if trainer is not None else FIT_DEFAULTS
+    settings = {k: current[k] if v is None else v for k, v in given.items()}
     if trainer is None or trainer._settings != settings:
         previous = trainer
         trainer = Trainer(model, **settings)
         trainer._settings = settings
         if previous is not None:
-            # Different settings need a new optimizer, but the run goes on: same History, and the shuffle
-            # and dropout streams continue instead of replaying epoch 1's order and masks.
+            # Different settings need a new optimizer, but the run goes on: same History, the same validation
+            # split, and the shuffle and dropout streams continue instead of replaying epoch 1's order and masks.
             trainer.history = previous.history
+            trainer.validation_draw = previous.validation_draw
             trainer.shuffle_gen.set_state(previous.shuffle_gen.get_state())
             if previous.device == trainer.device:
                 trainer.dropout_gen.set_state(previous.dropout_gen.get_state())
         model._mlplab_trainer = trainer
-    progress = progress_callback(verbose, trainer.history.epochs_done + epochs, show_lr=schedule != "constant")
+    progress = progress_callback(verbose, trainer.history.epochs_done + epochs,
+                                 show_lr=settings["schedule"] != "constant")
     from mlplab.train.keras_protocol import adapt
 
     cbs = adapt(callbacks, trainer.history.epochs_done + epochs)  # Keras-protocol objects work unchanged
@@ -392,4 +421,4 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 128, loss: str = "cat
     if progress is not None:
         cbs.append(progress)  # last: its epoch line follows what the other callbacks did to the epoch
     return trainer.fit(x, y, epochs=trainer.history.epochs_done + epochs, validation_split=validation_split,
-                       validation_data=validation_data, callbacks=cbs)
+                       validation_data=validation_data, callbacks=cbs, split_seed=trainer.first_split_seed())

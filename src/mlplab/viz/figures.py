@@ -54,10 +54,40 @@ LR_COLOR = "#999999"
 DEFAULT_DPI = 150
 
 
+# Fonts tried, in order, for each character (matplotlib >= 3.6 falls back per glyph): class names and run
+# folders may be Chinese, Japanese or emoji. Only installed ones are listed, since naming a missing family
+# makes matplotlib log "findfont: Font family ... not found" for every text.
+FALLBACK_FONTS = ("DejaVu Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK KR", "Source Han Sans",
+                  "WenQuanYi Zen Hei", "Droid Sans Fallback", "Arial Unicode MS", "Noto Color Emoji", "Noto Emoji",
+                  "Segoe UI Emoji", "Apple Color Emoji", "Symbola")
+
+
+def _font_family() -> list[str]:
+    global _FAMILY
+    if _FAMILY is None:
+        from matplotlib import font_manager
+
+        installed = {f.name for f in font_manager.fontManager.ttflist}
+        _FAMILY = [name for name in FALLBACK_FONTS if name in installed] or ["sans-serif"]
+    return _FAMILY
+
+
+_FAMILY: list[str] | None = None
+
+
 @contextmanager
 def styled():
-    """Apply the house style while a figure is built (artists read rcParams when they are created)."""
-    with matplotlib.rc_context(STYLE):
+    """Apply the house style while a figure is built and drawn (artists read rcParams when they are created).
+
+    A character no installed font has is drawn as a box, and matplotlib warns once per glyph per drawing: 3 to 7
+    lines on stderr for one emoji class name. The name is still right everywhere else (SVG keeps text as text,
+    the HTML and the CLI show it), so that warning says nothing the user can act on and is filtered here, where
+    figures are built and rendered; other warnings pass.
+    """
+    import warnings
+
+    with matplotlib.rc_context({**STYLE, "font.family": _font_family()}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .*missing from (current )?font", category=UserWarning)
         yield
 
 
