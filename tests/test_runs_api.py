@@ -34,15 +34,15 @@ def without_seconds(rows):
 def test_python_and_cli_write_the_same_run(both):
     py, cli = both
     assert sorted(p.name for p in py.path.iterdir()) == sorted(p.name for p in cli.path.iterdir())
-    assert without_seconds(py.history.rows) == without_seconds(cli.history.rows)
-    assert len(py.history) == 3 and py.history.rows[-1]["val_accuracy"] > 0.5
-    assert py.metrics == cli.metrics and isinstance(py.metrics, mlplab.Metrics)
+    assert without_seconds(py.history().rows) == without_seconds(cli.history().rows)
+    assert len(py.history()) == 3 and py.history().rows[-1]["val_accuracy"] > 0.5
+    assert py.metrics() == cli.metrics() and isinstance(py.metrics(), mlplab.Metrics)
     config_py = json.loads((py.path / "config.json").read_text())
     config_cli = json.loads((cli.path / "config.json").read_text())
     assert config_py == config_cli
     assert (py.path / "summary.txt").read_text() == (cli.path / "summary.txt").read_text()
     x = mlplab.load_dataset("digits").x_test[:50]
-    assert (mlplab.predict(py.model, x) == mlplab.predict(cli.model, x)).all()
+    assert (mlplab.predict(py.model(), x) == mlplab.predict(cli.model(), x)).all()
 
 
 def test_a_python_run_resumes_from_the_cli(both, tmp_path):
@@ -55,17 +55,17 @@ def test_a_python_run_resumes_from_the_cli(both, tmp_path):
         main(["train", "--resume", str(copy), "--epochs", "4", "--quiet"])
     assert exit_info.value.code == 0
     resumed = mlplab.open_run(copy)
-    assert len(resumed.history) == 4
-    assert without_seconds(resumed.history.rows[:3]) == without_seconds(py.history.rows)
+    assert len(resumed.history()) == 4
+    assert without_seconds(resumed.history().rows[:3]) == without_seconds(py.history().rows)
 
 
 def test_a_run_shows_itself(both):
     py, _ = both
     page = py._repr_html_()
-    assert "test accuracy" in page and f"{py.metrics['test_accuracy']:.4f}" in page
+    assert "test accuracy" in page and f"{py.metrics()['test_accuracy']:.4f}" in page
     assert 'src="data:image/png;base64,' in page and "history.csv" in page
     assert not re.search(r"\bhttps?://", page)
-    assert repr(py).endswith(f"3 epochs, test accuracy {py.metrics['test_accuracy']:.4f})")
+    assert repr(py).endswith(f"3 epochs, test accuracy {py.metrics()['test_accuracy']:.4f})")
 
 
 def test_hostile_run_name_is_escaped(both, tmp_path):

@@ -33,7 +33,7 @@ _EXPORTS = {
     "LambdaCallback": "mlplab.train",
     "Trainer": "mlplab.train",
     "TrainingDiverged": "mlplab.train",
-    "open_run": "mlplab.runs.api",
+    "open_run": "mlplab.runs.folder",
     "from_keras": "mlplab.runs.keras_import",
     "TensorBoard": "mlplab.runs.tensorboard",
     "MLflowLogger": "mlplab.runs.mlflow_logger",

@@ -1,4 +1,4 @@
-"""Python = CLI: mlplab.train(...) writes the run folder `mlplab train` writes, mlplab.open_run(path) reads one back.
+"""Python = CLI: mlplab.train(...) writes the run folder `mlplab train` writes and returns it as a Run.
 
 Both go through the same session (runs/session.py train_run) with options from the one table
 (train/options.py TrainOptions), so a run made from a notebook can be reported, compared, embedded or resumed
@@ -10,13 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlplab.errors import MlplabError
-from mlplab.runs.folder import Run
-from mlplab.runs.folder import open_run as _open_folder
-from mlplab.train.history import History
+from mlplab.runs.folder import Run, open_run
 
 
 def train(data: str | None = None, out=None, *, overwrite: bool = False, verbose="auto", callbacks=(),
-          **options) -> "OpenedRun":
+          **options) -> Run:
     """Train as `mlplab train --data DATA --out OUT ...` does; keyword options are TrainOptions' keys (`mlplab
     train`'s flags with underscores: model, epochs, lr, batch_size, val_split, early_stop, seed, ...)."""
     from mlplab.runs.session import train_run
@@ -32,67 +30,17 @@ def train(data: str | None = None, out=None, *, overwrite: bool = False, verbose
     progress = progress_callback(verbose, opts.epochs, show_lr=opts.schedule != "constant")
     result = train_run(opts, Path(out), overwrite=overwrite,
                        callbacks=[*callbacks, *([progress] if progress else [])])
-    return open_run(result.path)
+    return open_run(result.path)  # the Run shows itself inline as a card
 
 
-def open_run(path) -> "OpenedRun":
-    """A run folder with its parts as Python values: .model, .history (a History), .metrics (Metrics or None)."""
-    return OpenedRun(_open_folder(path))
-
-
-class OpenedRun:
-    """A run folder read back. Each part is loaded when first asked for; `.run` is the folder object the
-    report, compare and embed sessions take."""
-
-    def __init__(self, run: Run):
-        self.run = run
-        self.path: Path = run.path
-        self.config: dict = run.config
-        self._model = None
-
-    @property
-    def name(self) -> str:
-        return self.run.name
-
-    @property
-    def class_names(self) -> list[str]:
-        return self.run.class_names
-
-    @property
-    def model(self):
-        if self._model is None:
-            self._model = self.run.model()
-        return self._model
-
-    @property
-    def history(self) -> History:
-        return History(self.run.history())
-
-    @property
-    def metrics(self):
-        from mlplab.train.metrics import Metrics
-
-        found = self.run.metrics()
-        return None if found is None else Metrics(found)
-
-    def __repr__(self) -> str:
-        rows = self.run.history()
-        metrics = self.run.metrics()
-        acc = f", test accuracy {metrics['test_accuracy']:.4f}" if metrics else ""
-        return f"Run({str(self.path)!r}: {self.config['model']['spec']}, {len(rows)} epochs{acc})"
-
-    def _repr_html_(self) -> str:
-        return run_html(self)
-
-
-def run_html(opened: OpenedRun) -> str:
+def run_html(opened: Run) -> str:
     """The run's summary card: name, data, model, settings, headline metrics, curves, links to its files."""
     from mlplab.viz.figures import png_data_uri
     from mlplab.viz.notebook import CARD_STYLE, esc, html_table, plot_history
 
     cfg = opened.config
-    rows = opened.run.history()
-    metrics = opened.run.metrics()
+    rows = opened.history().rows
+    metrics = opened.metrics()
     train_cfg = cfg.get("train", {})
     facts = [("data", cfg["data"].get("name")), ("model", cfg["model"].get("spec")),
              ("optimizer", f"{train_cfg.get('optimizer')} lr {train_cfg.get('lr')}"),

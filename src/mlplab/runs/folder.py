@@ -214,9 +214,12 @@ class Run:
         history.interrupted = manifest.get("status") == "interrupted"
         return history
 
-    def metrics(self) -> dict | None:
+    def metrics(self):
+        """metrics.json as Metrics (a dict that shows itself as a table in a notebook), or None."""
+        from mlplab.train.metrics import Metrics
+
         path = self.path / "metrics.json"
-        return _read_json(path) if path.exists() else None
+        return Metrics(_read_json(path)) if path.exists() else None
 
     def manifest(self) -> dict | None:
         path = self.path / "manifest.json"
@@ -230,6 +233,17 @@ class Run:
             return path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise MlplabError(f"cannot read {path}: {exc}") from exc
+
+    # --- display ------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        rows, metrics = self.history().rows, self.metrics()
+        acc = f", test accuracy {metrics['test_accuracy']:.4f}" if metrics else ""
+        return f"Run({str(self.path)!r}: {self.config['model']['spec']}, {len(rows)} epochs{acc})"
+
+    def _repr_html_(self) -> str:
+        from mlplab.runs.api import run_html
+
+        return run_html(self)
 
     # --- model and data ------------------------------------------------------------------------------
     def model(self, device: str = "cpu"):
