@@ -18,3 +18,12 @@ class MlplabError(Exception):
     @property
     def message(self) -> str:
         return self.args[0]
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived where nothing could finish cleanly first: like a second Ctrl-C, an exception
+    that only cleanup code catches (a BaseException, as KeyboardInterrupt is), remembering which signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

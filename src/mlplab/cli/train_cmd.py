@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import signal
 from pathlib import Path
 
 import click
 
+from mlplab.cli import signal_exit_code
 from mlplab.cli.notes import note_cpu_kernels
 from mlplab.errors import MlplabError
 
@@ -102,9 +104,11 @@ def _report_training(result, console, quiet):
     h = result.history
     if result.interrupted_at is not None:
         epoch, batch = result.interrupted_at
-        click.echo(f"mlplab: interrupted in epoch {epoch} after batch {batch}; {h.epochs_done} whole epochs are saved. "
+        how = "interrupted" if result.stop_signal in (None, signal.SIGINT) else \
+            f"terminated by {signal.Signals(result.stop_signal).name}"
+        click.echo(f"mlplab: {how} in epoch {epoch} after batch {batch}; {h.epochs_done} whole epochs are saved. "
                    f"Continue with: mlplab train --resume {result.path} --epochs N", err=True)
-        raise SystemExit(130)
+        raise SystemExit(signal_exit_code(result.stop_signal))
     if quiet:
         return
     if h.stopped_early_at:
@@ -124,6 +128,7 @@ def evaluate(run, data, quiet):
     from mlplab.atomic import atomic_write_json
     from mlplab.data import load_dataset
     from mlplab.runs.folder import open_run
+    from mlplab.runs.lock import run_lock
     from mlplab.runs.session import evaluate_model
 
     r = open_run(run)
@@ -132,10 +137,11 @@ def evaluate(run, data, quiet):
         ds, name = r.dataset(), r.config["data"]["name"]
     else:
         ds, name = load_dataset(data), data
-    metrics = evaluate_model(model, ds, loss=r.config["train"].get("loss", "categorical_crossentropy"),
-                             data_name=name)
     target = r.path / ("metrics.json" if data is None else "metrics-" + _slug(name) + ".json")
-    atomic_write_json(target, metrics)
+    with run_lock(r.path, "evaluate"):  # one writer per run folder
+        metrics = evaluate_model(model, ds, loss=r.config["train"].get("loss", "categorical_crossentropy"),
+                                 data_name=name)
+        atomic_write_json(target, metrics)
     if not quiet:
         _print_metrics(metrics, _console())
         click.echo(f"Metrics written to {target}")

@@ -14,7 +14,8 @@ from mlplab.errors import MlplabError
 from mlplab.runs.folder import RUN_FORMAT, open_run
 from mlplab.train.callbacks import EarlyStopping, resolve_mode
 from mlplab.train.history import History
-from mlplab.runs.writer import RunWriter, prepare_run_dir, remove_temp_leftovers
+from mlplab.runs.lock import run_lock
+from mlplab.runs.writer import RunWriter, check_run_dir, prepare_run_dir, remove_temp_leftovers
 from mlplab.train.trainer import Trainer, TrainingDiverged
 
 
@@ -24,6 +25,7 @@ class TrainResult:
     history: History
     metrics: dict | None      # None when training was interrupted
     interrupted_at: tuple[int, int] | None = None
+    stop_signal: int | None = None  # the signal that stopped it (SIGINT, SIGTERM, SIGHUP); None otherwise
 
 
 # Data without a test part of its own gets a held-out test split made with this fixed seed, whatever the
@@ -101,21 +103,30 @@ def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=())
     model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
     _check_output_layer(model, ds)
     trainer = _make_trainer(model, opts)  # validates optimizer settings before anything is written
-    prepare_run_dir(out, overwrite=overwrite)
-    es = _early_stopping(opts)
-    monitor, mode = _monitor(opts, es)
-    writer = RunWriter(out, run_config(opts, ds, input_dim), monitor=monitor, mode=mode)
-    writer.write_static(summary(model))
-    return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
+    check_run_dir(out, overwrite=overwrite)  # before the lock file is created in a folder that is not ours
+    with run_lock(out, "train", create=True):  # one writer per run folder, --overwrite included
+        prepare_run_dir(out, overwrite=overwrite)
+        es = _early_stopping(opts)
+        monitor, mode = _monitor(opts, es)
+        writer = RunWriter(out, run_config(opts, ds, input_dim), monitor=monitor, mode=mode)
+        writer.write_static(summary(model))
+        return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
 
 
 def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | None = None,
                threads: int | None = None) -> TrainResult:
+    """Continue a run from its last checkpoint to `epochs` in total, holding the run folder's lock."""
+    run = open_run(path)
+    with run_lock(run.path, "resume"):
+        return _resume_run(run, epochs=epochs, callbacks=callbacks, device=device, threads=threads)
+
+
+def _resume_run(run, *, epochs, callbacks, device, threads) -> TrainResult:
     from mlplab.data import load_dataset
     from mlplab.model import build
     from mlplab.runs.checkpoint import load_training_state
 
-    run = open_run(path)
+    run = open_run(run.path)  # read again under the lock: another writer may have changed it meanwhile
     opts = _options_from_config(run.config)
     planned_epochs = opts.epochs
     if epochs is not None:
@@ -188,8 +199,16 @@ def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOption
         good = trainer.history.epochs_done
         where = f"; the last good checkpoint (epoch {good}) is kept in {writer.path}" if good else ""
         raise TrainingDiverged(f"{exc}{where}") from None
+    except BaseException as exc:
+        if writer.manifest:  # training had begun: record how it ended, then let the exception go on
+            try:
+                writer.on_abort(trainer, exc)
+            except Exception:  # noqa: BLE001  (a failing manifest write must not hide the original error)
+                pass
+        raise
     if history.interrupted:
-        return TrainResult(writer.path, history, None, getattr(trainer, "interrupted_at", None))
+        return TrainResult(writer.path, history, None, getattr(trainer, "interrupted_at", None),
+                           stop_signal=trainer.stop_signal)
     metrics = evaluate_model(trainer.model, ds, loss=trainer.loss, data_name=opts.data, device=trainer.device)
     from mlplab.atomic import atomic_write_json
 

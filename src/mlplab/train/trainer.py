@@ -103,6 +103,7 @@ class Trainer:
         self.callbacks: list[Callback] = []
         self.stop_training = False
         self._stop_requested = False
+        self.stop_signal: int | None = None
         # Ctrl-C finishes the batch and stops cleanly (the CLI turns this on); otherwise, as in any Python
         # code, it raises KeyboardInterrupt where it lands.
         self.finish_batch_on_ctrl_c = False
@@ -283,6 +284,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.stop_training = False
         self._stop_requested = False
+        self.stop_signal = None  # set by _ctrl_c_finishes_batch: which signal asked to stop
         for cb in self.callbacks:
             cb.on_train_begin(self)
         if self._resumed_callback_state is not None:
@@ -319,27 +321,46 @@ class Trainer:
                                f"training stopped (try a smaller learning rate)")
 
 
+# Signals that stop training like Ctrl-C: the batch finishes, the run is saved, the CLI prints how to resume.
+# SIGTERM is what `kill`, systemd, Docker and batch schedulers send; SIGHUP what a closed terminal sends.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _raise_for(signum: int):
+    from mlplab.errors import Terminated
+
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+
 @contextmanager
 def _ctrl_c_finishes_batch(trainer: Trainer):
-    """First Ctrl-C: finish the batch and stop cleanly. A second one interrupts at once."""
+    """First Ctrl-C (or SIGTERM, SIGHUP): finish the batch and stop cleanly; trainer.stop_signal says which.
+    A second one interrupts at once (KeyboardInterrupt, or errors.Terminated for SIGTERM/SIGHUP)."""
     if not trainer.finish_batch_on_ctrl_c or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is None:  # a handler installed from C: restore Python's default afterwards
-        previous = signal.default_int_handler
+    previous = {}
+    for signum in STOP_SIGNALS:
+        old = signal.getsignal(signum)
+        if old is None:  # a handler installed from C: restore Python's default afterwards
+            old = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        previous[signum] = old
 
     def handler(signum, frame):
         if trainer._stop_requested:
-            signal.signal(signal.SIGINT, previous if callable(previous) else signal.default_int_handler)
-            raise KeyboardInterrupt
+            for s, old in previous.items():
+                signal.signal(s, old)
+            _raise_for(signum)
+        trainer.stop_signal = signum
         trainer.request_stop()
 
-    signal.signal(signal.SIGINT, handler)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 def fit(model, x, y, *, epochs: int = 1, batch_size: int = 128, loss: str = "categorical_crossentropy",
