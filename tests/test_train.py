@@ -189,6 +189,8 @@ def test_cli_resume_continues_to_epochs(tmp_path, capsys):
     (["--data", "nosuchdata"], "nosuchdata"),
     (["--lr", "abc"], "abc"),
     (["--device", "tpu"], "cpu, cuda"),
+    (["--threads", "100000"], "threads must be a whole number from 1 to"),  # was a torch traceback
+    (["--threads", "0"], "threads must be a whole number from 1 to"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
     run = tmp_path / "bad"
@@ -242,3 +244,22 @@ def test_config_file_and_flag_override(tmp_path, capsys):
     cfg.write_text('data = "digits"\nepochs = "ten"\n')
     code, _, err = cli(["train", "--config", str(cfg), "--out", str(tmp_path / "r2")], capsys)
     assert code == 2 and "epochs must be an integer" in err
+
+
+def test_threads_are_bounded_by_the_usable_cpus(tmp_path, capsys):
+    """--threads 10000 used to be accepted (and 8x slower); the bound is the CPUs this process may use."""
+    from mlplab.train.trainer import Trainer, usable_cpus
+
+    top = usable_cpus()
+    base = ["train", "--data", "digits", "--model", SMALL, "--epochs", "1", "--out", str(tmp_path / "r"), "-q"]
+    code, _, err = cli(base + ["--threads", str(top + 1)], capsys)
+    assert code == 2 and f"from 1 to {top}" in err and err.count("\n") == 1
+    with pytest.raises(MlplabError, match=f"from 1 to {top}"):
+        Trainer(mlplab.build(SMALL, 64), threads=10_000)
+    with pytest.raises(MlplabError, match="threads"):
+        opts(threads=top + 1).validate()
+    n = torch.get_num_threads()
+    try:
+        assert cli(base + ["--threads", str(top)], capsys)[0] == 0
+    finally:
+        torch.set_num_threads(n)

@@ -83,8 +83,12 @@ class TrainOptions:
             bad(f"val_split must be in [0, 1) (got {self.val_split})")
         if not (0.0 < self.test_fraction < 1.0):
             bad(f"test_fraction must be in (0, 1) (got {self.test_fraction})")
-        if self.threads is not None and self.threads <= 0:
-            bad(f"threads must be an integer > 0 (got {self.threads})")
+        if self.threads is not None:
+            from mlplab.train.trainer import threads_problem
+
+            problem = threads_problem(self.threads)
+            if problem:
+                bad(problem)
         if not (0.0 <= self.momentum < 1.0):
             bad(f"momentum must be in [0, 1) (got {self.momentum})")
         if not (math.isfinite(self.weight_decay) and 0 <= self.weight_decay <= FLOAT32_MAX):

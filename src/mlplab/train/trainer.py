@@ -9,6 +9,7 @@ and the dropout masks, so the same seed gives the identical history on the CPU.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -37,6 +38,24 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if not (name == "cpu" or name.startswith("cuda")):
         raise MlplabError(f"unknown device {name!r}; choose one of: cpu, cuda, cuda:N, auto")
     return torch.device(name)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as in a container limited with --cpuset-cpus)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_problem(threads) -> str | None:
+    """Why `threads` is not a usable CPU thread count, or None. The bound is the CPUs this process may use:
+    more threads than CPUs only time-slice (10,000 made training 8x slower) and huge counts crash torch."""
+    top = usable_cpus()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= top:
+        return (f"threads must be a whole number from 1 to {top} (the CPUs this process may use; got {threads!r}); "
+                "leave it out to use them all")
+    return None
 
 
 def as_inputs(x) -> np.ndarray:
@@ -82,8 +101,9 @@ class Trainer:
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise MlplabError(f"batch size must be an integer > 0 (got {batch_size!r})")
         if threads is not None:
-            if not isinstance(threads, int) or threads <= 0:
-                raise MlplabError(f"threads must be an integer > 0 (got {threads!r})")
+            problem = threads_problem(threads)
+            if problem:
+                raise MlplabError(problem)
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
         self.model = model.to(self.device)
