@@ -214,6 +214,9 @@ def predict(run, files, invert, top):
     import numpy as np
     from rich.table import Table
 
+    import functools
+
+    from mlplab.data.imagefolder import border_background
     from mlplab.data.inputs import load_image
     from mlplab.runs.folder import open_run
     from mlplab.train.predict import predict as predict_proba
@@ -221,7 +224,8 @@ def predict(run, files, invert, top):
     r = open_run(run)
     model = r.model()
     shape = tuple(r.config["data"].get("input_shape") or [r.config["model"]["input_dim"]])
-    batch = np.stack([load_image(f, shape, invert=invert) for f in files])
+    background = functools.cache(lambda: border_background(r.dataset().x_train))  # only for transparent images
+    batch = np.stack([load_image(f, shape, invert=invert, background=background) for f in files])
     proba = predict_proba(model, batch)
     names = r.class_names
     top = min(top, proba.shape[1])
