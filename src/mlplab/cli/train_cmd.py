@@ -219,6 +219,7 @@ def predict(run, files, invert, top):
     from mlplab.data.imagefolder import border_background
     from mlplab.data.inputs import load_image
     from mlplab.runs.folder import open_run
+    from mlplab.train.metrics import class_probabilities
     from mlplab.train.predict import predict as predict_proba
 
     r = open_run(run)
@@ -226,7 +227,7 @@ def predict(run, files, invert, top):
     shape = tuple(r.config["data"].get("input_shape") or [r.config["model"]["input_dim"]])
     background = functools.cache(lambda: border_background(r.dataset().x_train))  # only for transparent images
     batch = np.stack([load_image(f, shape, invert=invert, background=background) for f in files])
-    proba = predict_proba(model, batch)
+    proba = class_probabilities(predict_proba(model, batch))  # a one-unit sigmoid: two classes
     names = r.class_names
     top = min(top, proba.shape[1])
     table = Table()

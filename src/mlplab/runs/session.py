@@ -85,10 +85,12 @@ def _make_trainer(model, opts: TrainOptions) -> Trainer:
                    else {}, batch_size=opts.batch_size, seed=opts.seed, device=opts.device, threads=opts.threads)
 
 
-def _check_output_layer(model, ds) -> None:
-    if model.n_outputs != ds.n_classes:
-        raise MlplabError(f"the model's output layer has {model.n_outputs} units but the data has "
-                          f"{ds.n_classes} classes; end the spec with {ds.n_classes}:softmax")
+def _check_output_layer(model, ds, loss: str) -> None:
+    from mlplab.train.metrics import output_layer_problem
+
+    problem = output_layer_problem(model.n_outputs, model.output_activation, loss, ds.n_classes)
+    if problem:
+        raise MlplabError(problem)
 
 
 def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=()) -> TrainResult:
@@ -101,7 +103,7 @@ def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=())
     ds = load_dataset(opts.data, test_fraction=opts.test_fraction, seed=TEST_SPLIT_SEED)
     input_dim = int(np.prod(ds.input_shape))
     model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
-    _check_output_layer(model, ds)
+    _check_output_layer(model, ds, opts.loss)
     trainer = _make_trainer(model, opts)  # validates optimizer settings before anything is written
     check_run_dir(out, overwrite=overwrite)  # before the lock file is created in a folder that is not ours
     with run_lock(out, "train", create=True):  # one writer per run folder, --overwrite included
@@ -143,7 +145,7 @@ def _resume_run(run, *, epochs, callbacks, device, threads) -> TrainResult:
     ds = load_dataset(opts.data, **run.config["data"].get("load_options", {"test_fraction": opts.test_fraction}))
     input_dim = int(run.config["model"]["input_dim"])
     model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
-    _check_output_layer(model, ds)
+    _check_output_layer(model, ds, opts.loss)
     trainer = _make_trainer(model, opts)
     rng, extra, meta = load_training_state(last, model=trainer.model, optimizer=trainer.optimizer)
     callback_state = meta.get("callbacks", {})
@@ -224,14 +226,15 @@ def evaluate_model(model, ds, *, loss: str = "categorical_crossentropy", data_na
 
     from mlplab.data import to_features
     from mlplab.model import engine
-    from mlplab.train.metrics import classification_metrics
+    from mlplab.train.metrics import classification_metrics, n_classes_of
 
     x = torch.from_numpy(to_features(ds.x_test)).to(device)
     y = torch.from_numpy(np.asarray(ds.y_test, dtype=np.int64)).to(device)
     if x.shape[1] != model.input_dim:
         raise MlplabError(f"the model takes {model.input_dim} inputs but {data_name} has {x.shape[1]} features")
-    if len(y) and int(y.max()) >= model.n_outputs:
-        raise MlplabError(f"{data_name} has labels up to {int(y.max())} but the model has {model.n_outputs} outputs")
+    if len(y) and int(y.max()) >= n_classes_of(model.n_outputs):
+        raise MlplabError(f"{data_name} has labels up to {int(y.max())} but the model tells "
+                          f"{n_classes_of(model.n_outputs)} classes apart")
     test_loss, _ = engine.evaluate(model, x, y, loss)
     proba = engine.predict_proba(model, x).cpu().numpy()
     return classification_metrics(y_true=ds.y_test, probabilities=proba, loss=test_loss,

@@ -328,10 +328,16 @@ class Trainer:
         return self.history
 
     def _check_targets(self, y: np.ndarray) -> None:
+        from mlplab.train.metrics import n_classes_of, output_layer_problem
+
         n_out = self.model.n_outputs
+        problem = output_layer_problem(n_out, self.model.output_activation, self.loss)
+        if problem:
+            raise MlplabError(problem)
         if y.ndim == 1:
-            if len(y) and (y.min() < 0 or y.max() >= n_out):
-                raise MlplabError(f"labels must be in [0, {n_out}) for a model with {n_out} outputs; "
+            k = n_classes_of(n_out)
+            if len(y) and (y.min() < 0 or y.max() >= k):
+                raise MlplabError(f"labels must be in [0, {k}) for a model with {n_out} output(s); "
                                   f"found {int(y.min())}..{int(y.max())}")
         elif y.shape[1] != n_out:
             raise MlplabError(f"targets have {y.shape[1]} columns but the model has {n_out} outputs")
