@@ -47,6 +47,8 @@ def _as_features(model, x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
+    if x.ndim < 1 or len(x) == 0:
+        raise MlplabError(f"expected a non-empty batch of samples with shape (N, ...), got shape {x.shape}")
     if x.ndim != 2:
         x = x.reshape(len(x), -1)  # images (N, H, W) -> (N, H*W); scaling is the caller's job (to_features)
     if x.shape[1] != model.input_dim:

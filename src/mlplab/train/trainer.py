@@ -71,6 +71,8 @@ def as_targets(y) -> np.ndarray:
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
     y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+        raise MlplabError(f"labels must be integers (class indices) or one-hot rows, got values of type {y.dtype}")
     if y.ndim == 1:
         if not np.issubdtype(y.dtype, np.integer):
             if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
@@ -98,6 +100,8 @@ class Trainer:
 
         if loss not in LOSSES:
             raise MlplabError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32 - 2:
+            raise MlplabError(f"seed must be a whole number from 0 to {2**32 - 3} (got {seed!r})")
         if not isinstance(batch_size, int) or batch_size <= 0:
             raise MlplabError(f"batch size must be an integer > 0 (got {batch_size!r})")
         if threads is not None:
