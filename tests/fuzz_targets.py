@@ -340,22 +340,77 @@ def _png_claiming(width: int, height: int) -> bytes:
             + chunk(b"IEND", b""))
 
 
+# PNG colour type -> (channels, allowed bit depths): grey, RGB, palette, grey+alpha, RGBA (PNG spec, 11.2.2)
+PNG_TYPES = {0: (1, (1, 2, 4, 8, 16)), 2: (3, (8, 16)), 3: (1, (1, 2, 4, 8)), 4: (2, (8, 16)), 6: (4, (8, 16))}
+
+
+def png_bytes(samples, color_type: int, depth: int, palette=None, trns: bytes | None = None) -> bytes:
+    """A PNG written by hand, so that every colour type and bit depth can be made (Pillow saves few of them).
+    samples: (H, W, channels) integers in 0..2**depth - 1 (palette indices for colour type 3)."""
+    import zlib
+
+    samples = np.asarray(samples)
+    h, w, _ = samples.shape
+    chunk = lambda kind, body: (struct.pack(">I", len(body)) + kind + body  # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    rows = []
+    for row in samples:
+        flat = row.reshape(-1).astype(np.uint32)
+        if depth >= 8:
+            raw = flat.astype(">u2" if depth == 16 else np.uint8).tobytes()
+        else:
+            per = 8 // depth
+            flat = np.concatenate([flat, np.zeros((-len(flat)) % per, np.uint32)]).reshape(-1, per)
+            raw = (flat << (8 - depth * (np.arange(per, dtype=np.uint32) + 1))).sum(axis=1).astype(np.uint8).tobytes()
+        rows.append(b"\0" + raw)
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color_type, 0, 0, 0))
+    if palette is not None:
+        out += chunk(b"PLTE", bytes(np.asarray(palette, np.uint8).reshape(-1)))
+    if trns is not None:
+        out += chunk(b"tRNS", trns)
+    return out + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+
+
+def any_png(data, w: int, h: int) -> tuple[bytes, np.ndarray | None]:
+    """A PNG of any colour type and bit depth (with or without tRNS transparency), and the grey levels
+    (0..255) mlplab must read from it when it is opaque grey (None otherwise)."""
+    ctype = data.draw(st.sampled_from(sorted(PNG_TYPES)), label="png colour type")
+    channels, depths = PNG_TYPES[ctype]
+    depth = data.draw(st.sampled_from(depths), label="png bit depth")
+    top = 2**depth - 1
+    seed = data.draw(st.integers(0, 2**16), label="pixels seed")
+    rng = np.random.default_rng(seed)
+    samples = rng.integers(0, top + 1, (h, w, channels))
+    palette = rng.integers(0, 256, (top + 1, 3)) if ctype == 3 else None
+    trns = None
+    if ctype != 4 and ctype != 6 and data.draw(st.booleans(), label="tRNS"):
+        trns = (bytes(rng.integers(0, 256, top + 1, dtype=np.uint8)) if ctype == 3
+                else struct.pack(">" + "H" * channels, *(int(v) for v in rng.integers(0, top + 1, channels))))
+    expected = samples[..., 0] / top * 255.0 if ctype == 0 and trns is None else None
+    return png_bytes(samples, ctype, depth, palette, trns), expected
+
+
 def _image_bytes(data, suffix: str) -> bytes:
     from PIL import Image
 
-    mode = data.draw(st.sampled_from(["random", "valid", "mutated", "truncated", "huge"]), label="image mode")
+    mode = data.draw(st.sampled_from(["random", "valid", "mutated", "truncated", "huge", "any png"]),
+                     label="image mode")
     if mode == "random":
         return data.draw(st.binary(max_size=200), label="image bytes")
+    if mode == "any png":
+        return any_png(data, data.draw(st.integers(1, 40), label="w"), data.draw(st.integers(1, 40), label="h"))[0]
     if mode == "huge":
         return _png_claiming(data.draw(st.integers(1, 2**31 - 1), label="w"), data.draw(st.integers(1, 2**31 - 1),
                                                                                          label="h"))
     w, h = data.draw(st.integers(1, 40), label="w"), data.draw(st.integers(1, 40), label="h")
-    img_mode = data.draw(st.sampled_from(["L", "RGB", "RGBA", "1", "P", "I;16", "LA"]), label="mode")
+    img_mode = data.draw(st.sampled_from(["L", "RGB", "RGBA", "1", "P", "I;16", "LA", "I", "PA", "F"]), label="mode")
     fmt = {".png": "PNG", ".jpg": "JPEG", ".gif": "GIF", ".bmp": "BMP"}[suffix]
     if fmt == "JPEG" and img_mode not in ("L", "RGB"):
         img_mode = "L"
-    if fmt in ("GIF", "BMP") and img_mode in ("I;16", "LA", "RGBA"):
+    if fmt in ("GIF", "BMP") and img_mode in ("I;16", "LA", "RGBA", "I", "PA", "F"):
         img_mode = "L"
+    if fmt == "PNG" and img_mode in ("PA", "F", "I"):  # Pillow cannot save these as PNG (any_png makes them)
+        img_mode = "LA"
     buf = io.BytesIO()
     Image.new(img_mode, (w, h)).save(buf, format=fmt)
     raw = buf.getvalue()
@@ -419,6 +474,13 @@ def target_predict_image(data, tmp: Path) -> None:
         arr = _library(load_image, path, shape, invert=data.draw(st.booleans(), label="invert"))
     if arr is not None:
         assert arr.shape == shape and np.isfinite(arr).all()
+    # every bit depth scaled by its own range: an opaque grey PNG of the model's size reads as value/max*255
+    if len(shape) == 2:
+        png, expected = any_png(data, shape[1], shape[0])
+        (tmp / "any.png").write_bytes(png)
+        got = load_image(tmp / "any.png", shape)
+        if expected is not None:
+            assert np.abs(got.astype(np.float64) - expected).max() <= 0.5 + 1e-9, "PNG grey levels misread"
 
 
 # --- run directories ------------------------------------------------------------------------------------

@@ -400,3 +400,115 @@ def test_idx_reader_never_fails_with_anything_but_mlplab_error(tmp_path_factory,
         assert "\n" not in str(exc) and str(path) in str(exc)
     else:
         assert a.size == len(data) - 4 - 4 * a.ndim
+
+
+# --- every PNG colour type and bit depth, and transparency (issue 19, items 2 and 3) ------------------------
+def _png_cases():
+    from fuzz_targets import PNG_TYPES
+
+    return [(c, d) for c, (_, depths) in PNG_TYPES.items() for d in depths]
+
+
+@pytest.mark.parametrize("ctype, depth", _png_cases())
+def test_every_png_colour_type_and_bit_depth_reads_its_grey_levels(tmp_path, ctype, depth):
+    """16-bit grey used to be binarised (every value above 255 became white); each depth is now scaled by its
+    own range, colour by ITU-R 601-2 weights, in both readers (image folders and predict)."""
+    from fuzz_targets import PNG_TYPES, png_bytes
+
+    from mlplab.data.imagefolder import read_image_folder
+    from mlplab.data.inputs import load_image
+
+    channels, _ = PNG_TYPES[ctype]
+    top = 2**depth - 1
+    rng = np.random.default_rng(depth * 10 + ctype)
+    samples = rng.integers(0, top + 1, (6, 5, channels))
+    if channels in (2, 4):
+        samples[..., -1] = top  # opaque: transparency has its own tests
+    palette = rng.integers(0, 256, (top + 1, 3)) if ctype == 3 else None
+    if ctype == 3:
+        rgb = palette[samples[..., 0]] / 255.0
+    elif channels >= 3:
+        rgb = samples[..., :3] / top
+    else:
+        rgb = np.repeat(samples[..., :1] / top, 3, axis=2)
+    expected = (rgb @ np.array([0.299, 0.587, 0.114])) * 255.0
+    (tmp_path / "c" / "a").mkdir(parents=True)
+    (tmp_path / "c" / "a" / "x.png").write_bytes(png_bytes(samples, ctype, depth, palette))
+    (tmp_path / "p.png").write_bytes(png_bytes(samples, ctype, depth, palette))
+    got = load_image(tmp_path / "p.png", (6, 5)).astype(np.float64)
+    folder = read_image_folder(tmp_path / "c")[0][0].astype(np.float64)
+    tolerance = 1.5 if depth == 16 and channels > 1 else 0.5  # Pillow keeps the high byte of 16-bit colour
+    assert np.abs(got - expected).max() <= tolerance
+    np.testing.assert_array_equal(folder, got)
+    if depth == 16 and ctype == 0:
+        assert len(np.unique(got)) > 20  # not {0, 255}
+
+
+def _alpha_only(shape=(8, 8), ink=0):
+    """A cross drawn only in the alpha channel: colour `ink` everywhere, opaque on the cross, as a drawing
+    program saves a stroke on a transparent canvas."""
+    a = np.zeros(shape, np.int64)
+    a[3:5, :] = 255
+    a[:, 3:5] = 255
+    rgba = np.stack([np.full(shape, ink), np.full(shape, ink), np.full(shape, ink), a], axis=2)
+    return rgba, a
+
+
+def test_a_shape_drawn_only_in_alpha_is_not_read_as_a_blank_image(tmp_path):
+    from fuzz_targets import png_bytes
+
+    from mlplab.data.inputs import load_image
+
+    for ink in (0, 255):
+        rgba, a = _alpha_only(ink=ink)
+        (tmp_path / "s.png").write_bytes(png_bytes(rgba, 6, 8))
+        dark = load_image(tmp_path / "s.png", (8, 8), background=0)  # MNIST-like: light ink on dark
+        np.testing.assert_array_equal(dark, a.astype(np.uint8))
+        light = load_image(tmp_path / "s.png", (8, 8), background=lambda: 255.0)  # dark ink on light data
+        np.testing.assert_array_equal(light, (255 - a).astype(np.uint8))
+
+
+def test_half_transparent_pixels_are_composited_on_the_data_background(tmp_path):
+    from fuzz_targets import png_bytes
+
+    from mlplab.data.imagefolder import border_background
+    from mlplab.data.inputs import load_image
+
+    la = np.zeros((4, 4, 2), np.int64)
+    la[..., 0] = 200
+    la[..., 1] = np.arange(16).reshape(4, 4) * 17  # alpha 0..255
+    (tmp_path / "la.png").write_bytes(png_bytes(la, 4, 8))
+    got = load_image(tmp_path / "la.png", (4, 4), background=30.0)
+    alpha = la[..., 1] / 255.0
+    np.testing.assert_array_equal(got, np.rint(alpha * 200 + (1 - alpha) * 30).astype(np.uint8))
+    images = np.zeros((3, 5, 5), np.uint8)
+    images[:, 2, 2] = 255
+    assert border_background(images) == 0.0 and border_background(255 - images) == 255.0
+
+
+def test_an_image_folder_composites_transparent_pictures_on_its_own_background(tmp_path):
+    from fuzz_targets import png_bytes
+
+    from mlplab.data.imagefolder import read_image_folder
+
+    opaque = np.full((8, 8, 1), 255)  # a light background (dark-on-light data)
+    opaque[2:6, 2:6] = 0
+    rgba, a = _alpha_only(ink=0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "1.png").write_bytes(png_bytes(opaque, 0, 8))
+    (tmp_path / "b" / "1.png").write_bytes(png_bytes(rgba, 6, 8))
+    x, y, _ = read_image_folder(tmp_path)
+    assert x.dtype == np.uint8 and list(y) == [0, 1]
+    np.testing.assert_array_equal(x[1], (255 - a).astype(np.uint8))  # black ink on the folder's white background
+
+
+def test_integer_pictures_beyond_16_bits_are_one_line(tmp_path):
+    from PIL import Image
+
+    from mlplab.data.inputs import load_image
+
+    Image.fromarray(np.full((4, 4), 70000, np.int32), mode="I").save(tmp_path / "big.tif")
+    (tmp_path / "big.png").write_bytes((tmp_path / "big.tif").read_bytes())
+    with pytest.raises(MlplabError, match="up to 16 bits"):
+        load_image(tmp_path / "big.png", (4, 4))

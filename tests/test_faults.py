@@ -376,3 +376,156 @@ def test_ctrl_c_in_the_last_epoch_then_resume_to_the_same_epochs_finishes(tmp_pa
     assert json.loads((tmp_path / "run/manifest.json").read_text())["status"] == "finished"
     with pytest.raises(MlplabError, match="already has 2 epochs"):
         resume_run(tmp_path / "run", epochs=2)  # a finished run still asks for more epochs
+
+
+# --- SIGTERM, SIGHUP and every other way a run ends (issue 19, item 8) ----------------------------------------
+@pytest.mark.parametrize("signum, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")])
+def test_sigterm_and_sighup_stop_like_ctrl_c_and_the_run_resumes(tmp_path, signum, code, name):
+    run = tmp_path / "run"
+    proc = _popen(TRAIN + ["--out", str(run)])
+    while proc.poll() is None and _rows(run) < 1:
+        time.sleep(0.001)
+    proc.send_signal(signum)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait() == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"terminated by {name} in epoch" in lines[0] and "Traceback" not in err
+    assert f"mlplab train --resume {run}" in lines[0]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "terminated" and manifest["signal"] == name
+    state = check_run_dir(run)
+    assert state["checkpoint"] >= 1 and state["tmp"] == 0
+    code, err = _mlplab(["train", "--resume", str(run), "--epochs", str(EPOCHS), "--threads", "1", "--quiet"])
+    assert code == 0, err
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "finished" and "signal" not in manifest and len(open_run(run).history()) == EPOCHS
+
+
+def test_sigterm_outside_training_is_one_line_exit_143(tmp_path):
+    """A verb without a training loop (here `evaluate`, stopped while it works) ends with one line, exit 143."""
+    from mlplab.cli import main
+
+    def term(*_):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    import mlplab.runs.session as session
+
+    code, err = _mlplab(train_args(1) + ["--out", str(tmp_path / "run")])
+    assert code == 0, err
+    real = session.evaluate_model
+    session.evaluate_model = lambda *a, **k: (term(), real(*a, **k))[1]
+    try:
+        with pytest.raises(SystemExit) as info:
+            main(["evaluate", str(tmp_path / "run"), "--quiet"])
+    finally:
+        session.evaluate_model = real
+    assert info.value.code == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # main() put the previous handler back
+
+
+def test_the_manifest_records_divergence_and_failures(tmp_path, monkeypatch):
+    from mlplab.runs.config import TrainOptions
+    from mlplab.runs.session import train_run
+    from mlplab.train.callbacks import Callback
+    from mlplab.train.trainer import TrainingDiverged
+
+    opts = TrainOptions.from_mapping(dict(data="digits", model=SPEC, epochs=3, batch_size=64, lr=1e20))
+    with pytest.raises(TrainingDiverged):
+        train_run(opts, tmp_path / "nan")
+    assert json.loads((tmp_path / "nan/manifest.json").read_text())["status"] == "diverged"
+
+    class Boom(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            raise MlplabError("disk full while writing x")
+
+    opts = TrainOptions.from_mapping(dict(data="digits", model=SPEC, epochs=3, batch_size=64))
+    with pytest.raises(MlplabError, match="disk full"):
+        train_run(opts, tmp_path / "fail", callbacks=[Boom()])
+    manifest = json.loads((tmp_path / "fail/manifest.json").read_text())
+    assert manifest["status"] == "failed" and "disk full" in manifest["error"]
+
+
+# --- one writer per run folder (issue 19, item 1) -----------------------------------------------------------
+def test_a_second_writer_is_refused_while_the_first_trains(tmp_path):
+    """Two real processes: while one trains RUN, `train --overwrite`, `--resume`, `evaluate`, `embed` and
+    `report` on RUN each get one line naming the holder's pid (exit 2) and change nothing; kill -9 of the
+    holder frees the folder at once."""
+    run = tmp_path / "run"
+    code, err = _mlplab(train_args(1) + ["--out", str(run)])
+    assert code == 0, err
+    slow = ["train", "--resume", str(run), "--epochs", "100000", "--threads", "1", "--quiet"]
+    proc = _popen(slow)
+    try:
+        while proc.poll() is None and _rows(run) < 2:
+            time.sleep(0.001)
+        assert proc.poll() is None
+        before = (run / "config.json").read_bytes()
+        for args in (train_args(2) + ["--out", str(run), "--overwrite", "--model", "8:relu,10:softmax"],
+                     ["train", "--resume", str(run), "--epochs", "200000", "--quiet"],
+                     ["evaluate", str(run), "--quiet"], ["embed", str(run), "--method", "pca", "--n", "50"],
+                     ["report", str(run)], ["activations", str(run), "--n", "10"]):
+            code, err = _mlplab(args)
+            assert code == 2 and err.count("\n") == 1, (args, err)
+            assert f"being written by another mlplab process (pid {proc.pid}, resume)" in err, err
+        assert (run / "config.json").read_bytes() == before and (run / "checkpoints/last.safetensors").exists()
+        assert not (run / "embeddings").exists() and not (run / "report.html").exists()
+    finally:
+        proc.kill()
+        proc.wait()
+    proc.stderr.close()
+    code, err = _mlplab(["train", "--resume", str(run), "--epochs", str(_rows(run) + 1), "--threads", "1",
+                         "--quiet"])
+    assert code == 0, err  # kill -9 left no stuck lock
+
+
+def test_the_lock_is_reentrant_in_one_process_and_names_a_foreign_holder(tmp_path):
+    from mlplab.runs.lock import run_lock
+
+    with run_lock(tmp_path / "r", "train", create=True):
+        with run_lock(tmp_path / "r", "embed"):  # an experiment trains then embeds in one process
+            pass
+        holder = subprocess.run([sys.executable, "-c", "from mlplab.runs.lock import run_lock\n"
+                                 f"with run_lock({str(tmp_path / 'r')!r}, 'x'): pass"],
+                                capture_output=True, text=True)
+        assert holder.returncode == 1 and f"pid {os.getpid()}, train" in holder.stderr
+    with run_lock(tmp_path / "r", "again"):  # released on exit
+        pass
+
+
+# --- a read-only run folder (issue 19, item 5) -------------------------------------------------------------
+def _read_only_mlplab(run: Path, args: list[str]):
+    """Run the CLI with RUN read-only: chmod for an ordinary user; root ignores permissions, so for root a
+    read-only bind mount in a private mount namespace (skipped where that is not allowed)."""
+    cmd = [sys.executable, "-m", "mlplab", *args]
+    if os.geteuid() != 0:
+        run.chmod(0o555)
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True)
+        finally:
+            run.chmod(0o755)
+        return p.returncode, p.stderr
+    import shlex
+    import shutil
+
+    if shutil.which("unshare") is None:
+        pytest.skip("root without unshare: cannot make a read-only folder")
+    script = f"mount --bind -o ro {shlex.quote(str(run))} {shlex.quote(str(run))} && exec {shlex.join(cmd)}"
+    p = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True)
+    if "mount" in p.stderr and "mlplab" not in p.stderr:
+        pytest.skip(f"no private read-only mount here: {p.stderr.strip()}")
+    return p.returncode, p.stderr
+
+
+def test_a_read_only_run_gives_one_line_and_reads_still_work(tmp_path):
+    run = tmp_path / "run"
+    code, err = _mlplab(train_args(1) + ["--out", str(run)])
+    assert code == 0, err
+    for args in (["activations", str(run), "--n", "10"], ["embed", str(run), "--method", "pca", "--n", "40"],
+                 ["evaluate", str(run)], ["report", str(run)],
+                 ["activations", str(run), "--n", "10", "--out", str(run / "sub" / "a.npz")]):
+        code, err = _read_only_mlplab(run, args)
+        assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+        assert "Read-only file system" in err or "Permission denied" in err, err
+    code, err = _read_only_mlplab(run, ["activations", str(run), "--n", "10", "--out", str(tmp_path / "a.npz")])
+    assert code == 0 and (tmp_path / "a.npz").exists(), err

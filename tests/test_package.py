@@ -32,3 +32,73 @@ def test_bad_flag_value_is_one_line():
                           text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert "many" in proc.stderr
+
+
+# --- every public function with bad input raises MlplabError (issue 19, item 7) -----------------------------
+def _bad_calls():
+    import numpy as np
+
+    ds = mlplab.load_dataset("digits")
+    m = mlplab.build("8:relu,10:softmax", 64)
+    x, y = ds.x_test[:50], ds.y_test[:50]
+    nan = np.full((2, 64), np.nan)
+    return {
+        "load_dataset": [lambda: mlplab.load_dataset(None), lambda: mlplab.load_dataset("digits", test_fraction=3)],
+        "Dataset": [lambda: mlplab.Dataset()],
+        "train_val_split": [lambda: mlplab.train_val_split(y, 2.0, 0), lambda: mlplab.train_val_split(y, 0.2, -1)],
+        "to_features": [lambda: mlplab.to_features("abc"), lambda: mlplab.to_features(np.zeros(3)),
+                        lambda: mlplab.to_features(nan), lambda: mlplab.to_features(x[:0])],
+        "build": [lambda: mlplab.build("8:relu", -1), lambda: mlplab.build(5, 64),
+                  lambda: mlplab.build("8:relu", 64, init="x")],
+        "parse_spec": [lambda: mlplab.parse_spec(None), lambda: mlplab.parse_spec("8:nope")],
+        "MLP": [lambda: mlplab.MLP("x", 3)],
+        "summary": [lambda: mlplab.summary("notamodel")],
+        "layer_configs": [lambda: mlplab.layer_configs(None)],
+        "fit": [lambda: mlplab.fit(m, x[:0], y[:0]), lambda: mlplab.fit(m, x, y, batch_size=-1),
+                lambda: mlplab.fit(m, x, y, lr="a"), lambda: mlplab.fit(m, x, y, epochs=0),
+                lambda: mlplab.fit(m, x, np.array(["a"] * 50)), lambda: mlplab.fit(m, x, y + 20),
+                lambda: mlplab.fit(m, x, y, validation_data=(x, y + 20)), lambda: mlplab.fit(m, x, y, seed=-1),
+                lambda: mlplab.fit(m, x, y, early_stopping="bad"), lambda: mlplab.fit(m, nan, y[:2])],
+        "evaluate": [lambda: mlplab.evaluate(m, x, y + 20), lambda: mlplab.evaluate(m, x, y - 20),
+                     lambda: mlplab.evaluate(m, x[:0], y[:0]), lambda: mlplab.evaluate(m, x, y, batch_size=0),
+                     lambda: mlplab.evaluate(m, x, y, loss="nope"), lambda: mlplab.evaluate(m, x, y[:3])],
+        "predict": [lambda: mlplab.predict(m, x[:0]), lambda: mlplab.predict(m, nan), lambda: mlplab.predict(m, "a"),
+                    lambda: mlplab.predict(m, None), lambda: mlplab.predict(m, x, batch_size=0),
+                    lambda: mlplab.predict("model", x)],
+        "History": [lambda: mlplab.History("abc")],
+        "EarlyStopping": [lambda: mlplab.EarlyStopping(monitor="nope"), lambda: mlplab.EarlyStopping(patience=-1)],
+        "Trainer": [lambda: mlplab.Trainer(m, lr="x"), lambda: mlplab.Trainer("m")],
+        "open_run": [lambda: mlplab.open_run(None), lambda: mlplab.open_run("/nonexistent/run")],
+        "activations": [lambda: mlplab.activations(m, x, layers="nope"), lambda: mlplab.activations(m, x[:0]),
+                        lambda: mlplab.activations(m, "x")],
+        "embed": [lambda: mlplab.embed(np.zeros((5, 3)), method="nope"), lambda: mlplab.embed("abc", method="pca"),
+                  lambda: mlplab.embed(np.full((10, 3), np.nan), method="pca")],
+        "quality": [lambda: mlplab.quality(np.zeros((5, 3)), np.zeros((4, 2)), y[:5]),
+                    lambda: mlplab.quality(np.zeros((5, 3)), np.zeros((5, 2)), "abc")],
+    }
+
+
+def test_every_public_function_raises_mlplab_error_for_bad_input():
+    """Walks mlplab's public API (every name in _EXPORTS that takes input) with bad arguments: each call raises
+    MlplabError with one line, never TypeError/ValueError/RuntimeError (evaluate(m, x, y + 20) was a torch
+    RuntimeError, predict(m, x[:0]) a ValueError)."""
+    import pytest
+
+    from mlplab.errors import MlplabError
+
+    calls = _bad_calls()
+    takes_input = set(mlplab._EXPORTS) - {"Callback", "LambdaCallback", "TrainingDiverged"}
+    assert set(calls) == takes_input
+    for name, fns in calls.items():
+        for i, fn in enumerate(fns):
+            with pytest.raises(MlplabError) as info:
+                fn()
+            assert "\n" not in info.value.message, (name, i)
+
+
+def test_the_boundary_keeps_classes_and_valid_calls_intact():
+    import numpy as np
+
+    m = mlplab.build("8:relu,10:softmax", 64)
+    assert isinstance(m, mlplab.MLP) and issubclass(mlplab.TrainingDiverged, mlplab.MlplabError)
+    assert mlplab.predict(m, np.zeros((3, 64), np.float32)).shape == (3, 10)

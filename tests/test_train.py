@@ -189,6 +189,8 @@ def test_cli_resume_continues_to_epochs(tmp_path, capsys):
     (["--data", "nosuchdata"], "nosuchdata"),
     (["--lr", "abc"], "abc"),
     (["--device", "tpu"], "cpu, cuda"),
+    (["--threads", "100000"], "threads must be a whole number from 1 to"),  # was a torch traceback
+    (["--threads", "0"], "threads must be a whole number from 1 to"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, args, message):
     run = tmp_path / "bad"
@@ -339,3 +341,69 @@ def test_piped_tables_are_not_wrapped_at_80_columns():
     rows = [l for l in lines if l.startswith("│ garmen") and l.count("│") == 14]
     assert len(rows) == 12 and max(len(l) for l in lines) > 80
     assert "Confusion matrix (rows: true, columns: predicted)" in lines
+def test_threads_are_bounded_by_the_usable_cpus(tmp_path, capsys):
+    """--threads 10000 used to be accepted (and 8x slower); the bound is the CPUs this process may use."""
+    from mlplab.train.trainer import Trainer, usable_cpus
+
+    top = usable_cpus()
+    base = ["train", "--data", "digits", "--model", SMALL, "--epochs", "1", "--out", str(tmp_path / "r"), "-q"]
+    code, _, err = cli(base + ["--threads", str(top + 1)], capsys)
+    assert code == 2 and f"from 1 to {top}" in err and err.count("\n") == 1
+    with pytest.raises(MlplabError, match=f"from 1 to {top}"):
+        Trainer(mlplab.build(SMALL, 64), threads=10_000)
+    with pytest.raises(MlplabError, match="threads"):
+        opts(threads=top + 1).validate()
+    n = torch.get_num_threads()
+    try:
+        assert cli(base + ["--threads", str(top)], capsys)[0] == 0
+    finally:
+        torch.set_num_threads(n)
+
+
+# --- one definition of accuracy (issue 19, item 4) -----------------------------------------------------------
+@pytest.fixture
+def two_class_npz(tmp_path, digits):
+    keep_tr, keep_te = digits.y_train < 2, digits.y_test < 2
+    path = tmp_path / "two.npz"
+    np.savez(path, x_train=digits.x_train[keep_tr], y_train=digits.y_train[keep_tr],
+             x_test=digits.x_test[keep_te], y_test=digits.y_test[keep_te])
+    return path
+
+
+def test_one_sigmoid_unit_trains_two_classes_with_one_accuracy(tmp_path, two_class_npz):
+    """1:sigmoid + binary cross-entropy on two classes was refused; now it trains, and the per-epoch, validation,
+    test and `evaluate` accuracies all use Keras's binary accuracy (p > 0.5)."""
+    from mlplab.model import engine
+    from mlplab.train.predict import evaluate
+
+    res = train_run(opts(data=str(two_class_npz), model="4:relu,1:sigmoid", loss="binary_crossentropy", epochs=2,
+                         optimizer="sgd", lr=0.05, val_split=0.25), tmp_path / "run")
+    run = open_run(tmp_path / "run")
+    model = run.model()
+    test = run.split("test")
+    p = mlplab.predict(model, test.x)[:, 0]
+    expected = float(((p > 0.5).astype(np.int64) == test.y).mean())
+    assert 0.3 < expected and res.metrics["test_accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert len(res.metrics["confusion_matrix"]) == 2 and sum(map(sum, res.metrics["confusion_matrix"])) == len(p)
+    assert evaluate(model, test.x, test.y, loss="binary_crossentropy")["test_accuracy"] == pytest.approx(expected)
+    xt = torch.from_numpy(test.x)
+    assert engine.evaluate(model, xt, torch.from_numpy(test.y), "binary_crossentropy")[1] == pytest.approx(expected)
+    val = run.split("val")
+    pv = mlplab.predict(model, val.x)[:, 0]
+    assert run.history()[-1]["val_accuracy"] == pytest.approx(float(((pv > 0.5) == val.y).mean()))
+
+
+@pytest.mark.parametrize("spec, loss, message", [
+    ("4:relu,1:softmax", "categorical_crossentropy", "a softmax over one unit always outputs 1.0"),
+    ("4:relu,1:softmax", "binary_crossentropy", "a softmax over one unit always outputs 1.0"),
+    ("4:relu,1:linear", "mse", "1:sigmoid"),
+    ("4:relu,1:sigmoid", "binary_crossentropy", "data has 10 classes"),
+])
+def test_degenerate_one_unit_outputs_are_one_line(tmp_path, capsys, two_class_npz, spec, loss, message):
+    data = "digits" if "10 classes" in message else str(two_class_npz)
+    code, _, err = cli(["train", "--data", data, "--model", spec, "--loss", loss, "--epochs", "1",
+                        "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1
+    y = np.array([0, 1, 2, 3]) if "10 classes" in message else np.array([0, 1, 0, 1])
+    with pytest.raises(MlplabError, match="one unit|1:sigmoid|labels must be in \\[0, 2\\)"):
+        mlplab.fit(mlplab.build(spec, 64), np.zeros((4, 64), np.float32), y, loss=loss)

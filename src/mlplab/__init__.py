@@ -60,9 +60,22 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'mlplab' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = _guard(getattr(importlib.import_module(module), name), name)
     globals()[name] = value  # cache: the next access is a plain attribute lookup
     return value
+
+
+def _guard(value, name: str):
+    """Bad input to a public function or constructor raises MlplabError (errors.api_boundary). Functions are
+    wrapped; classes keep their identity (isinstance, subclassing) and get a wrapped __init__."""
+    from mlplab.errors import api_boundary
+
+    if isinstance(value, type):
+        init = value.__dict__.get("__init__")
+        if not issubclass(value, BaseException) and init is not None and not getattr(init, "__mlplab_boundary__", 0):
+            value.__init__ = api_boundary(init, name)
+        return value
+    return api_boundary(value, name) if callable(value) else value
 
 
 def __dir__():

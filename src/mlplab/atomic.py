@@ -16,9 +16,11 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlplab.errors import MlplabError
@@ -44,6 +46,31 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()  # read once at import: os.umask() briefly changes process state, not thread-safe
+
+
+def _os_error(exc: OSError, path) -> MlplabError:
+    if exc.errno == errno.ENOSPC:
+        return MlplabError(f"disk full while writing {path}; the previous version of the file is intact")
+    return MlplabError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+@contextmanager
+def temp_folder_beside(path):
+    """A private temporary folder next to `path` (same filesystem, so its files can be renamed into place),
+    removed afterwards. A folder that cannot be written (read-only run, permissions, full disk) is one
+    MlplabError naming `path`, like every other write."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise _os_error(exc, path) from exc
+    try:
+        yield tmp
+    except OSError as exc:
+        raise _os_error(exc, path) from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_with(path, write, *, mode: str = "wb") -> Path:

@@ -7,11 +7,13 @@ Each verb lives in its own module under mlplab.cli and is imported only when it 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 import click
 
-from mlplab.errors import MlplabError
+from mlplab.errors import MlplabError, Terminated
 
 # verb -> (module, attribute, one-line help shown by `mlplab --help`)
 COMMANDS = {
@@ -66,10 +68,30 @@ def error_line(message: str) -> None:
     click.echo(f"mlplab: error: {message}", err=True)
 
 
+# SIGTERM (kill, systemd, Docker, schedulers) and SIGHUP (a closed terminal) end a command like Ctrl-C: an
+# exception, so that `finally` blocks and temporary-file cleanup run, then one line and exit 128 + the signal's
+# number (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP), as a shell reports a process a signal ended.
+# `train`, `resume` and `run` go further while training: the batch finishes and the run is saved first.
+_TERMINATING = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+def signal_exit_code(signum: int | None) -> int:
+    return 128 + int(signum or signal.SIGINT)
+
+
 def main(argv=None) -> None:
     """Entry point: run the CLI, turning user errors into one line and exit code 2."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, _terminate) for s in _TERMINATING} if in_main_thread else {}
     try:
         rv = cli.main(args=argv, prog_name="mlplab", standalone_mode=False)
+    except Terminated as exc:
+        error_line(f"terminated by {signal.Signals(exc.signum).name}")
+        sys.exit(signal_exit_code(exc.signum))
     except MlplabError as exc:
         error_line(exc.message)
         sys.exit(2)
@@ -86,4 +108,7 @@ def main(argv=None) -> None:
     except MemoryError:
         error_line("out of memory; use a smaller model, batch size or --n")
         sys.exit(2)
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old if old is not None else signal.SIG_DFL)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import signal
 import typing
 from pathlib import Path
 
 import click
 
+from mlplab.cli import signal_exit_code
 from mlplab.cli.notes import note_cpu_kernels
 from mlplab.errors import MlplabError
 from mlplab.train.options import TrainOptions, allowed_values
@@ -129,9 +131,11 @@ def _report_training(result, console, quiet):
         epoch, batch = result.interrupted_at
         done = h.epochs_done
         saved = f"{done} whole epoch{'' if done == 1 else 's'} {'is' if done == 1 else 'are'} saved"
-        click.echo(f"mlplab: interrupted in epoch {epoch} after batch {batch}; {saved}. "
+        how = "interrupted" if result.stop_signal in (None, signal.SIGINT) else \
+            f"terminated by {signal.Signals(result.stop_signal).name}"
+        click.echo(f"mlplab: {how} in epoch {epoch} after batch {batch}; {saved}. "
                    f"Continue with: {resume_command(result.path, result.target_epochs)}", err=True)
-        raise SystemExit(130)
+        raise SystemExit(signal_exit_code(result.stop_signal))
     if quiet:
         return
     if h.stopped_early_at:
@@ -151,6 +155,7 @@ def evaluate(run, data, quiet):
     from mlplab.atomic import atomic_write_json
     from mlplab.data import load_dataset
     from mlplab.runs.folder import open_run
+    from mlplab.runs.lock import run_lock
     from mlplab.runs.session import evaluate_model
 
     r = open_run(run)
@@ -159,10 +164,11 @@ def evaluate(run, data, quiet):
         ds, name = r.dataset(), r.config["data"]["name"]
     else:
         ds, name = load_dataset(data), data
-    metrics = evaluate_model(model, ds, loss=r.config["train"].get("loss", "categorical_crossentropy"),
-                             data_name=name)
     target = r.path / ("metrics.json" if data is None else "metrics-" + _slug(name) + ".json")
-    atomic_write_json(target, metrics)
+    with run_lock(r.path, "evaluate"):  # one writer per run folder
+        metrics = evaluate_model(model, ds, loss=r.config["train"].get("loss", "categorical_crossentropy"),
+                                 data_name=name)
+        atomic_write_json(target, metrics)
     if not quiet:
         _print_metrics(metrics, _console())
         click.echo(f"Metrics written to {target}")
@@ -240,18 +246,23 @@ def predict(run, files, invert, top):
     import numpy as np
     from rich.table import Table
 
+    import functools
+
+    from mlplab.data.imagefolder import border_background
     from mlplab.data.inputs import load_image
     from mlplab.runs.folder import open_run
+    from mlplab.train.metrics import class_probabilities
     from mlplab.train.predict import predict as predict_proba
 
     r = open_run(run)
     model = r.model()
     shape = tuple(r.config["data"].get("input_shape") or [r.config["model"]["input_dim"]])
+    background = functools.cache(lambda: border_background(r.dataset().x_train))  # only for transparent images
     notes: list[str] = []
-    batch = np.stack([load_image(f, shape, invert=invert, notes=notes) for f in files])
+    batch = np.stack([load_image(f, shape, invert=invert, background=background, notes=notes) for f in files])
     for note in notes:
         click.echo(f"mlplab: note: {note}", err=True)
-    proba = predict_proba(model, batch)
+    proba = class_probabilities(predict_proba(model, batch))  # a one-unit sigmoid: two classes
     names = r.class_names
     top = min(top, proba.shape[1])
     table = Table()

@@ -51,9 +51,15 @@ def to_features(x) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim < 2:
         raise MlplabError(f"expected a batch of samples with shape (N, ...), got an array of shape {x.shape}")
+    if len(x) == 0 or x[0].size == 0:
+        raise MlplabError(f"no samples: got an array of shape {x.shape}")
     flat = x.reshape(len(x), -1)
     if x.dtype == np.uint8:
         return np.divide(flat, np.float32(255.0), dtype=np.float32)
-    if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.number):
-        return np.ascontiguousarray(flat, dtype=np.float32)
+    if x.dtype == np.bool_ or np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating):
+        out = np.ascontiguousarray(flat, dtype=np.float32)
+        if not np.isfinite(out).all():  # NaN in, NaN predictions out: refuse where input enters
+            raise MlplabError(f"{int(out.size - np.isfinite(out).sum())} input value(s) are NaN or infinite "
+                              "(or beyond float32's range)")
+        return out
     raise MlplabError(f"cannot use data of type {x.dtype} as model inputs; expected numbers")

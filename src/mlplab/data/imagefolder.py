@@ -1,5 +1,8 @@
 """A folder of images sorted into class folders: ROOT/CLASS_NAME/*.png|jpg, read as 8-bit grayscale.
 
+Every Pillow mode and bit depth is decoded by `decode_image` (16-bit scaled, never clipped) and transparent
+pictures are composited onto the data's background by `flatten`; `mlplab predict` (data/inputs.py) uses both.
+
 Class names are the folder names in sorted order (label i = i-th name), as in torchvision's ImageFolder.
 A ROOT with exactly `train/` and `test/` inside, each laid out that way, gives both splits.
 """
@@ -65,13 +68,81 @@ def image_error(exc: Exception) -> str:
     return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the file", text) or type(exc).__name__
 
 
-def _read_image(path: Path) -> np.ndarray:
+# Pillow modes whose pixels are wider than 8 bits: PNG's 16-bit grey arrives as "I;16" (or "I" from older
+# Pillow and TIFF); convert("L") would clip every value above 255 to white, binarising the picture.
+_WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+# Below this much grey-level spread a composited picture is flat: its colour carries no shape
+_FLAT = 8.0
+
+
+def decode_image(im, path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Grey levels as float64 (H, W) on the 0..255 scale, and opacity in [0, 1] (None when fully opaque).
+
+    Every Pillow mode and bit depth is scaled by its own range: 1-bit 0/1 -> 0/255, 2/4-bit grey by Pillow,
+    16-bit by value / 65535 * 255 (32-bit "I" must hold 16-bit values), float "F" must be in [0, 1]. Colour
+    becomes grey with Pillow's ITU-R 601-2 weights; PNG tRNS transparency counts as an alpha channel.
+    """
+    mode = im.mode
+    if mode in _WIDE_INT_MODES:
+        raw = np.asarray(im).astype(np.float64)
+        if raw.size and (raw.min() < 0 or raw.max() > 65535):
+            raise MlplabError(f"{path}: {mode} pixels range {raw.min():g}..{raw.max():g}; mlplab reads integer "
+                              "pictures of up to 16 bits (0..65535)")
+        alpha = None
+        if isinstance(im.info.get("transparency"), int):
+            alpha = (raw != im.info["transparency"]).astype(np.float64)
+        return raw / 65535.0 * 255.0, _alpha_or_none(alpha)
+    if mode == "F":
+        raw = np.asarray(im, dtype=np.float64)
+        if raw.size and not (np.isfinite(raw).all() and raw.min() >= 0 and raw.max() <= 1):
+            raise MlplabError(f"{path}: floating-point pixels must be in [0, 1]")
+        return raw * 255.0, None
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        la = np.asarray(im.convert("RGBA").convert("LA"), dtype=np.float64)
+        return la[..., 0], _alpha_or_none(la[..., 1] / 255.0)
+    return np.asarray(im.convert("L"), dtype=np.float64), None
+
+
+def _alpha_or_none(alpha):
+    return None if alpha is None or alpha.min() >= 1.0 else alpha
+
+
+def flatten(gray: np.ndarray, alpha: np.ndarray | None, background: float) -> np.ndarray:
+    """Composite onto the data's background colour (0..255) and round to uint8.
+
+    A picture drawn only in its alpha channel (ink the colour of the background, or no colour at all, as many
+    drawing tools save a stroke on a transparent canvas) would come out blank: then the opacity is the shape,
+    drawn in the opposite of the background (light ink on MNIST's dark background)."""
+    if alpha is not None:
+        out = alpha * gray + (1.0 - alpha) * background
+        if np.ptp(out) < _FLAT <= np.ptp(alpha) * 255.0:
+            out = background + alpha * (255.0 - 2.0 * background)
+        gray = out
+    return np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+
+
+def border_background(images) -> float:
+    """The most common value of the pixels on the images' borders (0..255 scale): the data's background
+    (0, dark, for MNIST-like data). Computed over at most 2,000 images."""
+    x = np.asarray(images[:2000])
+    if x.ndim != 3 or x.shape[1] < 1 or x.shape[2] < 1:
+        return 0.0
+    border = np.concatenate([x[:, 0, :].ravel(), x[:, -1, :].ravel(), x[:, :, 0].ravel(), x[:, :, -1].ravel()])
+    if border.dtype != np.uint8:
+        border = np.clip(np.rint(border.astype(np.float64) * (255.0 if border.max(initial=0) <= 1 else 1.0)),
+                         0, 255).astype(np.uint8)
+    return float(np.bincount(border, minlength=256).argmax())
+
+
+def _read_image(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     from PIL import Image, UnidentifiedImageError  # Pillow only when images are actually read
 
     try:
         with Image.open(open_image_bytes(path)) as im:
             check_image_size(im, path)
-            return np.asarray(im.convert("L"), dtype=np.uint8)
+            im.load()
+            return decode_image(im, path)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError,
             EOFError) as exc:
         raise MlplabError(f"{path}: cannot read image ({image_error(exc)})") from exc
@@ -103,17 +174,24 @@ def read_image_folder(root, class_names: list[str] | None = None):
         for f in entries:
             if not f.is_file() or f.suffix.lower() not in EXTENSIONS:
                 continue
-            img = _read_image(f)
+            gray, alpha = _read_image(f)
+            # opaque pictures are final now (uint8); transparent ones wait for the folder's background
+            img = flatten(gray, None, 0.0) if alpha is None else (gray.astype(np.float32), alpha.astype(np.float32))
             if shape is None:
-                shape, first = img.shape, f
-            elif img.shape != shape:
-                raise MlplabError(f"{f}: image is {img.shape[1]}x{img.shape[0]} pixels but {first} is "
+                shape, first = gray.shape, f
+            elif gray.shape != shape:
+                raise MlplabError(f"{f}: image is {gray.shape[1]}x{gray.shape[0]} pixels but {first} is "
                                   f"{shape[1]}x{shape[0]}; all images must have one size")
             images.append(img)
             labels.append(label)
     if not images:
         raise MlplabError(f"{root}: no images found; expected CLASS_NAME/*.png or *.jpg inside")
-    return np.stack(images), np.asarray(labels, dtype=np.int64), names
+    # Transparent pictures are composited onto the folder's own background: the most common border value of
+    # its opaque pictures (dark, 0, when every picture is transparent: mlplab's data is light on dark).
+    opaque = [im for im in images if not isinstance(im, tuple)]
+    background = border_background(np.stack(opaque)) if opaque else 0.0
+    x = np.stack([flatten(*im, background) if isinstance(im, tuple) else im for im in images])
+    return x, np.asarray(labels, dtype=np.int64), names
 
 
 def read_image_folder_splits(root):

@@ -14,43 +14,50 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 MAX_ASPECT_CHANGE = 4.0
 
 
-def load_image(path, input_shape: tuple[int, ...], *, invert: bool = False, notes: list | None = None) -> np.ndarray:
+def load_image(path, input_shape: tuple[int, ...], *, invert: bool = False, background=0.0,
+               notes: list | None = None) -> np.ndarray:
     """One sample shaped like the training images: uint8 (H, W) for pictures, float32 for NPY arrays.
 
-    A picture of another size is resized; `notes` (when given) receives a sentence saying so."""
+    background: the training data's background grey level (0..255; data.imagefolder.border_background), or a
+    function returning it (called only for a picture with transparency). Transparent parts are composited onto
+    it; --invert inverts the picture's grey levels before that, so a dark drawing on a transparent canvas
+    becomes light ink on the (dark) background. A picture of another size is resized; `notes` (when given)
+    receives a sentence saying so."""
     path = Path(path)
     if not path.is_file():
         raise MlplabError(f"{path} does not exist or is not a file")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         arr = _load_npy(path, input_shape)
-    elif suffix in IMAGE_SUFFIXES:
-        arr = _load_picture(path, input_shape, notes)
-    else:
-        raise MlplabError(f"{path}: unsupported file type {suffix or '(none)'}; use .png, .jpg or .npy")
-    if invert:
-        arr = (255 - arr) if arr.dtype == np.uint8 else (1.0 - arr)
-    return arr
+        return ((255 - arr) if arr.dtype == np.uint8 else (1.0 - arr)) if invert else arr
+    if suffix in IMAGE_SUFFIXES:
+        return _load_picture(path, input_shape, invert, background, notes)
+    raise MlplabError(f"{path}: unsupported file type {suffix or '(none)'}; use .png, .jpg or .npy")
 
 
-def _load_picture(path: Path, input_shape, notes: list | None = None) -> np.ndarray:
+def _load_picture(path: Path, input_shape, invert: bool, background, notes: list | None = None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if len(input_shape) != 2:
         raise MlplabError(f"{path}: this model takes {int(np.prod(input_shape))} features, not images; "
                           "give a .npy file with one value per feature")
-    from mlplab.data.imagefolder import check_image_size, image_error, open_image_bytes
+    from mlplab.data.imagefolder import check_image_size, decode_image, flatten, image_error, open_image_bytes
 
     try:
         with Image.open(open_image_bytes(path)) as img:
             check_image_size(img, path)
             img.load()
-            gray = img.convert("L")
+            gray, alpha = decode_image(img, path)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise MlplabError(f"{path} is not a readable image ({image_error(exc)})") from exc
+    if invert:
+        gray = 255.0 - gray
+    if alpha is not None and callable(background):
+        background = background()
+    pixels = flatten(gray, alpha, float(background) if alpha is not None else 0.0)
     h, w = input_shape
-    if gray.size != (w, h):
-        gw, gh = gray.size
+    if pixels.shape != (h, w):
+        gh, gw = pixels.shape
         change = (gw / gh) / (w / h)
         change = max(change, 1 / change)
         if change > MAX_ASPECT_CHANGE:
@@ -59,8 +66,8 @@ def _load_picture(path: Path, input_shape, notes: list | None = None) -> np.ndar
         if notes is not None:
             distort = f", aspect ratio {gw / gh:.2f} -> {w / h:.2f}" if change > 1.01 else ""
             notes.append(f"{path} is {gw}x{gh} pixels; resized to the model's {w}x{h}{distort}")
-        gray = gray.resize((w, h), Image.Resampling.LANCZOS)
-    return np.asarray(gray, dtype=np.uint8)
+        pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)
+    return pixels
 
 
 def _load_npy(path: Path, input_shape) -> np.ndarray:

@@ -46,6 +46,8 @@ def _as_features(model, x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     x = np.asarray(x)
+    if x.ndim < 1 or len(x) == 0:
+        raise MlplabError(f"expected a non-empty batch of samples with shape (N, ...), got shape {x.shape}")
     if x.ndim != 2:
         x = x.reshape(len(x), -1)  # images (N, H, W) -> (N, H*W); scaling is the caller's job (to_features)
     if x.shape[1] != model.input_dim:
@@ -72,7 +74,10 @@ def activations(model, x, layers="all", batch_size: int = 4096, out=None) -> dic
         device = torch.device("cpu")
     folder = Path(out) if out is not None else None
     if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MlplabError(f"cannot write activations to {folder}: {exc.strerror or exc}") from exc
 
     result: dict[str, np.ndarray] = {}
     tmp_paths: dict[str, Path] = {}
@@ -94,9 +99,11 @@ def activations(model, x, layers="all", batch_size: int = 4096, out=None) -> dic
                             result[name] = np.lib.format.open_memmap(tmp_paths[name], mode="w+", dtype=np.float32,
                                                                      shape=shape)
                     result[name][start:start + len(block)] = block
-    except BaseException:
+    except BaseException as exc:
         for p in tmp_paths.values():
             p.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a read-only or full folder: one line, like every other write
+            raise MlplabError(f"cannot write activations to {folder}: {exc.strerror or exc}") from exc
         raise
     finally:
         model.train(was_training)
@@ -106,7 +113,10 @@ def activations(model, x, layers="all", batch_size: int = 4096, out=None) -> dic
             result[name].flush()
             del result[name]  # close the memmap before the rename
             final = folder / f"{name}.npy"
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except OSError as exc:
+                raise MlplabError(f"cannot write {final}: {exc.strerror or exc}") from exc
             result[name] = np.load(final, mmap_mode="r", allow_pickle=False)
     log.debug("activations of %s for %d samples", names, n)
     return {name: result[name] for name in names}

@@ -168,7 +168,10 @@ def _load() -> "tuple[dict[torch.dtype, Kernels] | None, str]":
     if error and error.startswith("cannot write the kernel cache"):
         # a read-only home: build for this process only, in a private folder (never a shared, predictable path
         # another user could plant a library in); the loaded library stays mapped after the folder is removed
-        private = Path(tempfile.mkdtemp(prefix="mlplab-kernels-"))
+        try:
+            private = Path(tempfile.mkdtemp(prefix="mlplab-kernels-"))
+        except OSError as exc:  # no writable temp folder either: the PyTorch path still works
+            return None, f"PyTorch fallback ({error}; no temporary folder: {exc.strerror or exc})"
         try:
             error2 = _build(source, private, private / lib_path.name)
             if error2:

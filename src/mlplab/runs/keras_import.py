@@ -775,7 +775,7 @@ def import_keras(path, *, data: str, out, overwrite: bool = False) -> ImportResu
     from mlplab.model import summary
     from mlplab.runs.folder import RUN_FORMAT, format_history_csv
     from mlplab.runs.writer import environment
-    from mlplab.runs.session import TEST_SPLIT_SEED, _check_output_layer, _portable_data_name, evaluate_model, \
+    from mlplab.runs.session import TEST_SPLIT_SEED, check_output_layer, portable_data_name, evaluate_model, \
         run_config
 
     out = Path(out)
@@ -784,7 +784,7 @@ def import_keras(path, *, data: str, out, overwrite: bool = False) -> ImportResu
     _check_out(out, overwrite)
     km = read_keras(path)
     model = model_from(km)
-    opts = TrainOptions(data=_portable_data_name(data), model=km.spec, val_split=0.0,
+    opts = TrainOptions(data=portable_data_name(data), model=km.spec, val_split=0.0,
                         loss=km.loss or "categorical_crossentropy")
     opts.validate()
     ds = load_dataset(opts.data, test_fraction=opts.test_fraction, seed=TEST_SPLIT_SEED)
@@ -793,7 +793,7 @@ def import_keras(path, *, data: str, out, overwrite: bool = False) -> ImportResu
         raise MlplabError(f"the model takes {km.input_dim} inputs (shape {km.input_shape}) but {data} has {features} "
                           f"features per sample (shape {tuple(ds.input_shape)}); import it with the data it was "
                           "trained on")
-    _check_output_layer(model, ds)
+    check_output_layer(model, ds, opts.loss)
     metrics = evaluate_model(model, ds, loss=opts.loss, data_name=opts.data)
     config = run_config(opts, ds, km.input_dim)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")

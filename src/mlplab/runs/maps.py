@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mlplab.atomic import atomic_write_bytes, atomic_write_text, write_npz
+from mlplab.atomic import atomic_write_bytes, atomic_write_text, temp_folder_beside, write_npz
+from mlplab.runs.lock import inside, writes_run
 from mlplab.errors import MlplabError
 from mlplab.inspect.activations import activations, resolve_layers
 from mlplab.inspect.embed import Embedding, embed, get_method
@@ -102,6 +101,7 @@ def _predict(model, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out.argmax(axis=1).astype(np.int64), out.max(axis=1)
 
 
+@writes_run("export activations", when=lambda run, out, **_: inside(out, run.path))
 def export_activations(run, out, *, layers="all", split: str = "test", n: int | None = None, seed: int = 0,
                        batch_size: int = 4096) -> tuple[Path, list[str], int]:
     """Write an .npz with one array per layer plus labels, predictions, confidences and indices.
@@ -114,9 +114,7 @@ def export_activations(run, out, *, layers="all", split: str = "test", n: int | 
     output = dense_layers(model)[-1]
     samples = load_samples(run, split, n, seed)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with temp_folder_beside(out) as tmp:
         acts = activations(model, samples.x, sorted(set(names) | {output}, key=model.layer_names.index),
                            batch_size=batch_size, out=tmp)
         preds, conf = _predict(model, acts[output])
@@ -124,8 +122,6 @@ def export_activations(run, out, *, layers="all", split: str = "test", n: int | 
         arrays.update(labels=samples.labels, predictions=preds, confidences=conf.astype(np.float32),
                       indices=samples.indices)
         write_npz(out, arrays)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out, names, len(samples.labels)
 
 
@@ -155,6 +151,7 @@ def map_stem(layers: str, method: str, split: str = "test", n: int | None = None
     return stem
 
 
+@writes_run("embed")
 def embed_run(run, *, layer: str | None = None, method: str = "tsne", n: int | None = None, split: str = "test",
               seed: int = 0, write_html: bool = True, write_png: bool = True, out_dir=None,
               **options) -> EmbedResult:

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from mlplab.atomic import atomic_write_text
+from mlplab.runs.lock import writes_run
 from mlplab.errors import MlplabError
 from mlplab.inspect.embed import METHODS, method_title
 from mlplab.viz.confusion import confusion_figure
@@ -124,6 +125,7 @@ def _model_parts(run, notes: list[str]):
     return model, run.summary_text() or summary(model), layer_configs(model)
 
 
+@writes_run("write the report")
 def write_run_report(run, *, n_mistakes: int = 24, samples_per_class: int = 10, notes=(),
                      title: str | None = None, out_dir=None, maps=None, maps_dir=None) -> ReportResult:
     """Write RUN/plots/{curves,confusion,samples,mistakes}.{png,svg} and RUN/report.html; return their paths.

@@ -14,7 +14,8 @@ from mlplab.errors import MlplabError
 from mlplab.runs.folder import RUN_FORMAT, open_run
 from mlplab.train.callbacks import EarlyStopping, resolve_mode
 from mlplab.train.history import History
-from mlplab.runs.writer import RunWriter, prepare_run_dir, remove_temp_leftovers
+from mlplab.runs.lock import run_lock
+from mlplab.runs.writer import RunWriter, check_run_dir, prepare_run_dir, remove_temp_leftovers
 from mlplab.train.trainer import Trainer, TrainingDiverged
 
 
@@ -26,6 +27,7 @@ class TrainResult:
     interrupted_at: tuple[int, int] | None = None
     warnings: list[str] = field(default_factory=list)  # one line each, from the loggers (MLflow unreachable...)
     target_epochs: int | None = None   # the epochs the run was asked to reach (for the resume hint)
+    stop_signal: int | None = None  # the signal that stopped it (SIGINT, SIGTERM, SIGHUP); None otherwise
 
 
 # Data without a test part of its own gets a held-out test split made with this fixed seed, whatever the
@@ -34,7 +36,7 @@ class TrainResult:
 TEST_SPLIT_SEED = 0
 
 
-def _portable_data_name(data: str) -> str:
+def portable_data_name(data: str) -> str:
     """Named datasets stay names; a path is stored absolute so the run works from any directory."""
     from mlplab.data.sources import canonical
 
@@ -62,7 +64,11 @@ def _recorded(name: str) -> bool:
 
 
 def _options_from_config(config: dict) -> TrainOptions:
+    from mlplab.train.trainer import threads_problem
+
     train = dict(config["train"])
+    if train.get("threads") is not None and threads_problem(train["threads"]):
+        train["threads"] = None  # a run from a machine with more CPUs: use this machine's (--threads to choose)
     train.update(data=config["data"]["name"], model=config["model"]["spec"],
                  init=config["model"].get("init", "glorot_uniform"),
                  test_fraction=config["data"].get("load_options", {}).get("test_fraction", 0.2))
@@ -90,16 +96,18 @@ def _make_trainer(model, opts: TrainOptions) -> Trainer:
                    else {}, batch_size=opts.batch_size, seed=opts.seed, device=opts.device, threads=opts.threads)
 
 
-def _check_output_layer(model, ds) -> None:
-    if model.n_outputs != ds.n_classes:
-        from mlplab.data.validate import label_gaps
+def check_output_layer(model, ds, loss: str) -> None:
+    """The model's output layer must fit the data's classes and the loss (train/metrics.py says how)."""
+    from mlplab.data.validate import label_gaps
+    from mlplab.train.metrics import output_layer_problem
 
+    problem = output_layer_problem(model.n_outputs, model.output_activation, loss, ds.n_classes)
+    if problem:
         gaps = label_gaps(ds.y_train, ds.y_test)
         if gaps:
             raise MlplabError(f"the model's output layer has {model.n_outputs} units and {gaps} "
                               f"(or end the spec with {ds.n_classes}:softmax)")
-        raise MlplabError(f"the model's output layer has {model.n_outputs} units but the data has "
-                          f"{ds.n_classes} classes; end the spec with {ds.n_classes}:softmax")
+        raise MlplabError(problem)
 
 
 def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=()) -> TrainResult:
@@ -108,20 +116,22 @@ def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=())
 
     opts.validate()
     out = Path(out)
-    opts.data = _portable_data_name(opts.data)
+    opts.data = portable_data_name(opts.data)
     ds = load_dataset(opts.data, test_fraction=opts.test_fraction, seed=TEST_SPLIT_SEED)
     input_dim = int(np.prod(ds.input_shape))
     model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
-    _check_output_layer(model, ds)
+    check_output_layer(model, ds, opts.loss)
     trainer = _make_trainer(model, opts)  # validates optimizer settings before anything is written
     config = run_config(opts, ds, input_dim)
     callbacks = list(callbacks) + _loggers(opts, ds, out, config)  # a missing package fails here, too
-    prepare_run_dir(out, overwrite=overwrite)
-    es = _early_stopping(opts)
-    monitor, mode = _monitor(opts, es)
-    writer = RunWriter(out, config, monitor=monitor, mode=mode)
-    writer.write_static(summary(model))
-    return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
+    check_run_dir(out, overwrite=overwrite)  # before the lock file is created in a folder that is not ours
+    with run_lock(out, "train", create=True):  # one writer per run folder, --overwrite included
+        prepare_run_dir(out, overwrite=overwrite)
+        es = _early_stopping(opts)
+        monitor, mode = _monitor(opts, es)
+        writer = RunWriter(out, config, monitor=monitor, mode=mode)
+        writer.write_static(summary(model))
+        return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
 
 
 def _loggers(opts: TrainOptions, ds, path: Path, config: dict) -> list:
@@ -147,11 +157,19 @@ def _loggers(opts: TrainOptions, ds, path: Path, config: dict) -> list:
 
 def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | None = None,
                threads: int | None = None, tensorboard: str | None = None, mlflow: str | None = None) -> TrainResult:
+    """Continue a run from its last checkpoint to `epochs` in total, holding the run folder's lock."""
+    run = open_run(path)
+    with run_lock(run.path, "resume"):
+        return _resume_run(run, epochs=epochs, callbacks=callbacks, device=device, threads=threads,
+                           tensorboard=tensorboard, mlflow=mlflow)
+
+
+def _resume_run(run, *, epochs, callbacks, device, threads, tensorboard, mlflow) -> TrainResult:
     from mlplab.data import load_dataset
     from mlplab.model import build
     from mlplab.runs.checkpoint import load_training_state
 
-    run = open_run(path)
+    run = open_run(run.path)  # read again under the lock: another writer may have changed it meanwhile
     opts = _options_from_config(run.config)
     planned_epochs = opts.epochs
     if epochs is not None:
@@ -169,7 +187,7 @@ def resume_run(path, *, epochs: int | None = None, callbacks=(), device: str | N
     ds = load_dataset(opts.data, **run.config["data"].get("load_options", {"test_fraction": opts.test_fraction}))
     input_dim = int(run.config["model"]["input_dim"])
     model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
-    _check_output_layer(model, ds)
+    check_output_layer(model, ds, opts.loss)
     trainer = _make_trainer(model, opts)
     rng, extra, meta = load_training_state(last, model=trainer.model, optimizer=trainer.optimizer)
     callback_state = meta.get("callbacks", {})
@@ -232,10 +250,16 @@ def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOption
         good = trainer.history.epochs_done
         where = f"; the last good checkpoint (epoch {good}) is kept in {writer.path}" if good else ""
         raise TrainingDiverged(f"{exc}{where}") from None
+    except BaseException as exc:
+        if writer.manifest:  # training had begun: record how it ended, then let the exception go on
+            try:
+                writer.on_abort(trainer, exc)
+            except Exception:  # noqa: BLE001  (a failing manifest write must not hide the original error)
+                pass
+        raise
     if history.interrupted:
         return TrainResult(writer.path, history, None, getattr(trainer, "interrupted_at", None),
-                           warnings=_warnings(cbs),
-                           target_epochs=opts.epochs)
+                           warnings=_warnings(cbs), target_epochs=opts.epochs, stop_signal=trainer.stop_signal)
     metrics = evaluate_model(trainer.model, ds, loss=trainer.loss, data_name=opts.data, device=trainer.device)
     from mlplab.atomic import atomic_write_json
 
@@ -258,18 +282,18 @@ def evaluate_model(model, ds, *, loss: str = "categorical_crossentropy", data_na
 
     from mlplab.data import to_features
     from mlplab.model import engine
-    from mlplab.train.metrics import classification_metrics
+    from mlplab.train.metrics import classification_metrics, n_classes_of
 
     x = torch.from_numpy(to_features(ds.x_test)).to(device)
     y = torch.from_numpy(np.asarray(ds.y_test, dtype=np.int64)).to(device)
     if x.shape[1] != model.input_dim:
         raise MlplabError(f"the model takes {model.input_dim} inputs but {data_name} has {x.shape[1]} features")
-    if len(y) and int(y.max()) >= model.n_outputs:
+    if len(y) and int(y.max()) >= n_classes_of(model.n_outputs):
         from mlplab.data.validate import label_gaps
 
         gaps = label_gaps(ds.y_test)
-        raise MlplabError(f"{data_name} has labels up to {int(y.max())} but the model has {model.n_outputs} outputs"
-                          + (f"; {gaps}" if gaps else ""))
+        raise MlplabError(f"{data_name} has labels up to {int(y.max())} but the model tells "
+                          f"{n_classes_of(model.n_outputs)} classes apart" + (f"; {gaps}" if gaps else ""))
     test_loss, _ = engine.evaluate(model, x, y, loss)
     proba = engine.predict_proba(model, x).cpu().numpy()
     return classification_metrics(y_true=ds.y_test, probabilities=proba, loss=test_loss,

@@ -13,14 +13,16 @@ import math
 import platform
 import re
 import shutil
+import signal
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from mlplab.atomic import atomic_write_json, atomic_write_text
-from mlplab.errors import MlplabError
+from mlplab.errors import MlplabError, Terminated
 from mlplab.runs.folder import RUN_FORMAT, format_history_csv, own_folder
 from mlplab.runs.checkpoint import save_training_state, save_weights
+from mlplab.runs.lock import LOCK_NAME, run_lock
 from mlplab.train.callbacks import Callback
 
 # what a run directory may contain: --overwrite removes only these, never unknown files
@@ -61,27 +63,49 @@ def _is_our_temp(p: Path) -> bool:
         and p.is_file() and not p.is_symlink()
 
 
-def prepare_run_dir(path: Path, *, overwrite: bool) -> None:
-    """Create a fresh run directory, refusing to clobber anything that is not ours."""
+def _entries(path: Path) -> list[Path]:
+    return [p for p in path.iterdir() if p.name != LOCK_NAME]  # the writer lock (runs/lock.py) is ours
+
+
+def check_run_dir(path: Path, *, overwrite: bool) -> None:
+    """Refuse an --out that is a file, a folder that is not a run, or an existing run without --overwrite.
+    Changes nothing, so it can run before the folder's lock is taken (and before the lock file is created)."""
     if path.exists() and not path.is_dir():
         raise MlplabError(f"--out {path} is a file; give a folder for the run")
-    if path.is_dir() and not (path / "config.json").exists() and all(_is_our_temp(p) for p in path.iterdir()):
+    if not path.is_dir():
+        return
+    entries = _entries(path)
+    if entries and not (path / "config.json").exists() and not all(_is_our_temp(p) for p in entries):
+        raise MlplabError(f"--out {path} is a non-empty folder that is not an mlplab run; choose another --out")
+    if (path / "config.json").exists() and not overwrite:
+        raise MlplabError(f"run {path} already exists; continue it with --resume {path} "
+                          f"or replace it with --overwrite")
+
+
+def prepare_run_dir(path: Path, *, overwrite: bool) -> None:
+    """Create a fresh run directory, refusing to clobber anything that is not ours. The caller holds the
+    folder's lock (runs/lock.py), so --overwrite never deletes a run another process is writing."""
+    check_run_dir(path, overwrite=overwrite)
+    with run_lock(path, "overwrite", create=True):  # re-entrant: a no-op when the caller holds it already
+        _clear_run_dir(path)
+
+
+def _clear_run_dir(path: Path) -> None:
+    if not (path / "config.json").exists():
         remove_temp_leftovers(path)  # a process killed while writing the first config.json left only this
-    if path.exists() and any(path.iterdir()):
-        if not (path / "config.json").exists():
-            raise MlplabError(f"--out {path} is a non-empty folder that is not an mlplab run; choose another --out")
-        if not overwrite:
-            raise MlplabError(f"run {path} already exists; continue it with --resume {path} "
-                              f"or replace it with --overwrite")
+    if _entries(path):
         remove_temp_leftovers(path)
         for name in RUN_ENTRIES:
             target = path / name
-            if target.is_symlink():
-                target.unlink()  # a link (say plots/ -> elsewhere) goes, never what it points to
-            elif target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+            try:
+                if target.is_symlink():
+                    target.unlink()  # a link (say plots/ -> elsewhere) goes, never what it points to
+                elif target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+            except OSError as exc:
+                raise MlplabError(f"cannot remove {target} to overwrite the run: {exc.strerror or exc}") from exc
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -171,7 +195,8 @@ class RunWriter(Callback):
     def on_interrupt(self, trainer) -> None:
         # Keep what was learned in the unfinished epoch; the resumable state stays at the last whole epoch.
         save_weights(trainer.model, self.path / "model.safetensors")
-        self._finish_manifest(trainer, "interrupted")
+        status, fields = stop_status(getattr(trainer, "stop_signal", None))
+        self._finish_manifest(trainer, status, **fields)
 
     def on_train_end(self, trainer) -> None:
         # history.csv again: a run finished on resume (killed between its last checkpoint and history.csv) has
@@ -185,8 +210,20 @@ class RunWriter(Callback):
         """Training stopped on a NaN/inf loss: the files stay at the last good epoch; the manifest says why."""
         self._finish_manifest(trainer, "diverged")
 
-    def _finish_manifest(self, trainer, status: str) -> None:
+    def on_abort(self, trainer, exc: BaseException) -> None:
+        """Training ended by an exception (a second Ctrl-C, SIGTERM outside a batch, a full disk, a bug): the
+        files stay at the last whole epoch; the manifest says how the run ended instead of "training"."""
+        if isinstance(exc, (KeyboardInterrupt, Terminated)):
+            status, fields = stop_status(getattr(exc, "signum", signal.SIGINT))
+        else:
+            status, fields = "failed", {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]}
+        self._finish_manifest(trainer, status, **fields)
+
+    def _finish_manifest(self, trainer, status: str, **fields) -> None:
         rows = trainer.history.rows
+        self.manifest.pop("signal", None)
+        self.manifest.pop("error", None)
+        self.manifest.update(fields)
         self.manifest.update(status=status, epochs=trainer.history.epochs_done,
                              train_seconds=sum(r["seconds"] for r in rows),
                              stopped_early_at=trainer.history.stopped_early_at,
@@ -211,6 +248,18 @@ class RunWriter(Callback):
         except (OSError, ValueError):
             return {}
         return manifest if isinstance(manifest, dict) else {}  # informational: a corrupt one starts afresh
+
+
+# How a run can end, as manifest.json's "status" records it ("training" while a process is at work):
+RUN_STATUSES = ("finished", "stopped early", "interrupted", "terminated", "diverged", "failed")
+
+
+def stop_status(signum: int | None) -> tuple[str, dict]:
+    """(status, extra manifest fields) for a run stopped by a signal: Ctrl-C (or a library request_stop())
+    is "interrupted"; SIGTERM and SIGHUP are "terminated", with the signal's name."""
+    if signum is None or signum == signal.SIGINT:
+        return "interrupted", {"signal": "SIGINT"} if signum else {}
+    return "terminated", {"signal": signal.Signals(signum).name}
 
 
 def _isnan(value) -> bool:

@@ -5,6 +5,48 @@ from __future__ import annotations
 import numpy as np
 
 
+# One definition of a classifier's prediction, shared by the per-epoch accuracy (model/engine.py _n_correct,
+# which the compiled kernels match for softmax outputs), test metrics, `evaluate` and `predict`:
+#   several output units: the class of the largest output (the first one on ties, as argmax);
+#   one sigmoid unit (two classes): class 1 when p > 0.5, Keras's binary accuracy with threshold 0.5.
+BINARY_THRESHOLD = 0.5
+
+
+def class_probabilities(outputs) -> np.ndarray:
+    """(N, classes) probabilities from a model's outputs: a one-unit output p stands for the classes (1 - p, p),
+    so that argmax predicts class 1 exactly when p > 0.5."""
+    outputs = np.asarray(outputs)
+    if outputs.ndim == 2 and outputs.shape[1] == 1:
+        return np.concatenate([1.0 - outputs, outputs], axis=1)
+    return outputs
+
+
+def n_classes_of(n_outputs: int) -> int:
+    """How many classes a model with this many output units tells apart (a one-unit sigmoid: two)."""
+    return 2 if n_outputs == 1 else n_outputs
+
+
+def output_layer_problem(n_outputs: int, activation: str, loss: str, n_classes: int | None = None) -> str | None:
+    """Why this output layer cannot classify the data, or None. A one-unit softmax is always 1.0, so it is
+    refused rather than given a meaning; one unit must be a sigmoid trained with binary cross-entropy or MSE."""
+    if n_outputs == 1:
+        if activation == "softmax":
+            return ("a softmax over one unit always outputs 1.0; for two classes end the spec with 1:sigmoid "
+                    "and use --loss binary_crossentropy, or with 2:softmax")
+        if activation != "sigmoid" or loss == "categorical_crossentropy":
+            return (f"a one-unit output layer ({n_outputs}:{activation} with {loss}) is a two-class classifier only "
+                    "as 1:sigmoid with --loss binary_crossentropy (or mse); or end the spec with N:softmax")
+        if n_classes is not None and n_classes > 2:
+            return (f"the model's output layer has 1 unit (two classes) but the data has {n_classes} classes; "
+                    f"end the spec with {n_classes}:softmax")
+        return None
+    if n_classes is not None and n_outputs != n_classes:
+        return (f"the model's output layer has {n_outputs} units but the data has {n_classes} classes; "
+                f"end the spec with {n_classes}:softmax" + (" (or 1:sigmoid with --loss binary_crossentropy)"
+                                                             if n_classes == 2 else ""))
+    return None
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
     cm = np.zeros((n_classes, n_classes), dtype=np.int64)
@@ -29,7 +71,7 @@ def per_class_scores(cm: np.ndarray, class_names: list[str]) -> list[dict]:
 
 def classification_metrics(*, y_true, probabilities, loss: float, class_names: list[str], data: str,
                            split: str = "test") -> dict:
-    probabilities = np.asarray(probabilities)
+    probabilities = class_probabilities(probabilities)
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = probabilities.argmax(axis=1)
     n_classes = probabilities.shape[1]

@@ -44,13 +44,14 @@ def _choices(registry: str) -> tuple[str, ...]:
     return OPTIMIZERS if registry == "optimizers" else SCHEDULES
 
 
-def option(default, help: str, *, check=None, allowed: str = "", choices: str | None = None, flag: bool = True,
-           resumable: bool = False, bare_value=None, recorded: bool = True):
-    """A TrainOptions field: `check(value) -> bool` with `allowed` saying what passes, or `choices` naming a
-    registry of allowed names. `flag=False` keeps it out of `mlplab train`'s flags (TOML only). `bare_value`:
+def option(default, help: str, *, check=None, allowed: str = "", choices: str | None = None,
+           problem: str | None = None, flag: bool = True, resumable: bool = False, bare_value=None,
+           recorded: bool = True):
+    """A TrainOptions field: `check(value) -> bool` with `allowed` saying what passes, `choices` naming a
+    registry of allowed names, or `problem` naming a check that explains what is wrong (_problem). `flag=False` keeps it out of `mlplab train`'s flags (TOML only). `bare_value`:
     the flag's value may be left out (`--mlflow` alone means `--mlflow <bare_value>`). `recorded=False`: not
     part of the run's recipe, so not stored in config.json (where a run logs to, not how it trains)."""
-    meta = {"help": help, "check": check, "allowed": allowed, "choices": choices, "flag": flag,
+    meta = {"help": help, "check": check, "allowed": allowed, "choices": choices, "problem": problem, "flag": flag,
             "resumable": resumable, "bare_value": bare_value, "recorded": recorded}
     if isinstance(default, dict):
         return field(default_factory=dict, metadata=meta)
@@ -85,9 +86,8 @@ class TrainOptions:
     seed: int = option(0, "One seed for initialisation, split, shuffling and dropout.",
                        check=lambda v: 0 <= v <= MAX_SEED, allowed=f"an integer from 0 to {MAX_SEED}")
     device: str = option("cpu", "cpu, cuda, cuda:N or auto.", resumable=True)
-    threads: typing.Optional[int] = option(None, "CPU threads (default: all cores).",
-                                           check=lambda v: v is None or v > 0, allowed="an integer > 0",
-                                           resumable=True)
+    threads: typing.Optional[int] = option(None, "CPU threads, at most the CPUs this process may use "
+                                           "(default: all of them).", problem="threads", resumable=True)
     tensorboard: typing.Optional[str] = option(
         None, "Also log to TensorBoard: event files (scalars, histograms, hparams, summary, projector) under DIR.",
         check=_nonblank, allowed="a folder path", resumable=True, recorded=False)
@@ -165,9 +165,22 @@ def check_option(name: str, value, where: str = "options") -> None:
         allowed = _choices(meta["choices"])
         if value not in allowed:
             raise MlplabError(f"{where}: unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
+    if meta.get("problem") and value is not None:
+        problem = _problem(meta["problem"], value)
+        if problem:
+            raise MlplabError(f"{where}: {problem}")
     check = meta.get("check")
     if check is not None and not _passes(check, value):
         raise MlplabError(f"{where}: {name} must be {meta['allowed']} (got {value!r})")
+
+
+def _problem(name: str, value) -> str | None:
+    """Checks whose bound depends on the machine (resolved late: the trainer imports torch)."""
+    if name == "threads":
+        from mlplab.train.trainer import threads_problem
+
+        return threads_problem(value)
+    raise KeyError(name)
 
 
 def _passes(check, value) -> bool:

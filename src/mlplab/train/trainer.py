@@ -9,6 +9,7 @@ and the dropout masks, so the same seed gives the identical history on the CPU.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -40,6 +41,24 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(name)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as in a container limited with --cpuset-cpus)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_problem(threads) -> str | None:
+    """Why `threads` is not a usable CPU thread count, or None. The bound is the CPUs this process may use:
+    more threads than CPUs only time-slice (10,000 made training 8x slower) and huge counts crash torch."""
+    top = usable_cpus()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= top:
+        return (f"threads must be a whole number from 1 to {top} (the CPUs this process may use; got {threads!r}); "
+                "leave it out to use them all")
+    return None
+
+
 def as_inputs(x) -> np.ndarray:
     """Images or features -> float32 (N, D): the data package's to_features is the one place that scales."""
     from mlplab.data import to_features
@@ -53,6 +72,8 @@ def as_targets(y) -> np.ndarray:
     if isinstance(y, torch.Tensor):
         y = y.detach().cpu().numpy()
     y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+        raise MlplabError(f"labels must be integers (class indices) or one-hot rows, got values of type {y.dtype}")
     if y.ndim == 1:
         if not np.issubdtype(y.dtype, np.integer):
             if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
@@ -114,6 +135,7 @@ class Trainer:
         self.callbacks: list[Callback] = []
         self.stop_training = False
         self._stop_requested = False
+        self.stop_signal: int | None = None
         # Ctrl-C finishes the batch and stops cleanly (the CLI turns this on); otherwise, as in any Python
         # code, it raises KeyboardInterrupt where it lands.
         self.finish_batch_on_ctrl_c = False
@@ -306,6 +328,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.stop_training = False
         self._stop_requested = False
+        self.stop_signal = None  # set by _ctrl_c_finishes_batch: which signal asked to stop
         for cb in self.callbacks:
             cb.on_train_begin(self)
         if self._resumed_callback_state is not None:
@@ -329,13 +352,19 @@ class Trainer:
         return self.history
 
     def _check_targets(self, y: np.ndarray) -> None:
+        from mlplab.train.metrics import n_classes_of, output_layer_problem
+
         n_out = self.model.n_outputs
+        problem = output_layer_problem(n_out, self.model.output_activation, self.loss)
+        if problem:
+            raise MlplabError(problem)
         if y.ndim == 1:
-            if len(y) and (y.min() < 0 or y.max() >= n_out):
+            k = n_classes_of(n_out)
+            if len(y) and (y.min() < 0 or y.max() >= k):
                 from mlplab.data.validate import label_gaps
 
                 gaps = label_gaps(y) if y.min() >= 0 else ""
-                raise MlplabError(f"labels must be in [0, {n_out}) for a model with {n_out} outputs; "
+                raise MlplabError(f"labels must be in [0, {k}) for a model with {n_out} output(s); "
                                   f"found {int(y.min())}..{int(y.max())}" + (f"; {gaps}" if gaps else ""))
         elif y.shape[1] != n_out:
             raise MlplabError(f"targets have {y.shape[1]} columns but the model has {n_out} outputs")
@@ -345,27 +374,46 @@ class Trainer:
                                f"training stopped (try a smaller learning rate)")
 
 
+# Signals that stop training like Ctrl-C: the batch finishes, the run is saved, the CLI prints how to resume.
+# SIGTERM is what `kill`, systemd, Docker and batch schedulers send; SIGHUP what a closed terminal sends.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _raise_for(signum: int):
+    from mlplab.errors import Terminated
+
+    raise KeyboardInterrupt if signum == signal.SIGINT else Terminated(signum)
+
+
 @contextmanager
 def _ctrl_c_finishes_batch(trainer: Trainer):
-    """First Ctrl-C: finish the batch and stop cleanly. A second one interrupts at once."""
+    """First Ctrl-C (or SIGTERM, SIGHUP): finish the batch and stop cleanly; trainer.stop_signal says which.
+    A second one interrupts at once (KeyboardInterrupt, or errors.Terminated for SIGTERM/SIGHUP)."""
     if not trainer.finish_batch_on_ctrl_c or threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is None:  # a handler installed from C: restore Python's default afterwards
-        previous = signal.default_int_handler
+    previous = {}
+    for signum in STOP_SIGNALS:
+        old = signal.getsignal(signum)
+        if old is None:  # a handler installed from C: restore Python's default afterwards
+            old = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+        previous[signum] = old
 
     def handler(signum, frame):
         if trainer._stop_requested:
-            signal.signal(signal.SIGINT, previous if callable(previous) else signal.default_int_handler)
-            raise KeyboardInterrupt
+            for s, old in previous.items():
+                signal.signal(s, old)
+            _raise_for(signum)
+        trainer.stop_signal = signum
         trainer.request_stop()
 
-    signal.signal(signal.SIGINT, handler)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
 
 
 # fit()'s training settings and their defaults for a model's first fit() call (from the options table). Later
