@@ -41,6 +41,7 @@ _EXPORTS = {
     "embed": "mlplab.inspect",
     "quality": "mlplab.inspect",
     "Metrics": "mlplab.train.metrics",
+    "MLPClassifier": "mlplab.train.estimator",
     "plot_history": "mlplab.viz.notebook",
     "plot_embedding": "mlplab.viz.notebook",
     "explore": "mlplab.viz.notebook",
