@@ -75,6 +75,20 @@ def _bad_calls():
                   lambda: mlplab.embed(np.full((10, 3), np.nan), method="pca")],
         "quality": [lambda: mlplab.quality(np.zeros((5, 3)), np.zeros((4, 2)), y[:5]),
                     lambda: mlplab.quality(np.zeros((5, 3)), np.zeros((5, 2)), "abc")],
+        "from_keras": [lambda: mlplab.from_keras("/nonexistent/model.keras"), lambda: mlplab.from_keras(None)],
+        "TensorBoard": [lambda: mlplab.TensorBoard("tb", histogram_freq=-1),
+                        lambda: mlplab.TensorBoard("tb", embeddings_n=0)],
+        "MLflowLogger": [lambda: mlplab.MLflowLogger(timeout=-1)],
+        "Metrics": [lambda: mlplab.Metrics("abc")],
+        "MLPClassifier": [lambda: mlplab.MLPClassifier().fit(np.zeros((4, 3)), np.zeros(4)),
+                          lambda: mlplab.MLPClassifier(lr=-1).fit(x, y)],
+        "plot_history": [lambda: mlplab.plot_history("curves"), lambda: mlplab.plot_history([])],
+        "plot_embedding": [lambda: mlplab.plot_embedding(np.zeros((3, 2)), y)],
+        "explore": [lambda: mlplab.explore({}, y), lambda: mlplab.explore(np.zeros((3, 2)), y)],
+        "ReduceLROnPlateau": [lambda: mlplab.ReduceLROnPlateau(factor=2), lambda: mlplab.ReduceLROnPlateau(monitor="x")],
+        "CSVLogger": [lambda: mlplab.CSVLogger("log.csv", separator=";;")],
+        "ModelCheckpoint": [lambda: mlplab.ModelCheckpoint("w.safetensors", monitor="nope"),
+                            lambda: mlplab.ModelCheckpoint("w.safetensors", save_freq=5)],
     }
 
 
@@ -87,7 +101,7 @@ def test_every_public_function_raises_mlplab_error_for_bad_input():
     from mlplab.errors import MlplabError
 
     calls = _bad_calls()
-    takes_input = set(mlplab._EXPORTS) - {"Callback", "LambdaCallback", "TrainingDiverged"}
+    takes_input = set(mlplab._EXPORTS) - {"Callback", "LambdaCallback", "TrainingDiverged", "TerminateOnNaN"}
     assert set(calls) == takes_input
     for name, fns in calls.items():
         for i, fn in enumerate(fns):

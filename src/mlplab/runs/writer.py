@@ -203,7 +203,8 @@ class RunWriter(Callback):
         # the last epoch only in the checkpoint
         atomic_write_text(self.path / "history.csv", format_history_csv(trainer.history.rows))
         save_weights(trainer.model, self.path / "model.safetensors")  # after restore_best_weights, if any
-        status = "stopped early" if trainer.history.stopped_early_at else "finished"
+        status = ("terminated on NaN" if trainer.history.terminated_on_nan
+                  else "stopped early" if trainer.history.stopped_early_at else "finished")
         self._finish_manifest(trainer, status)
 
     def on_diverged(self, trainer) -> None:

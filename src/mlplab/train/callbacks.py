@@ -23,6 +23,11 @@ class Callback:
     def on_interrupt(self, trainer) -> None:
         """Called instead of on_train_end when a stop was requested (Ctrl-C) before training finished."""
 
+    def on_nan_loss(self, trainer, epoch: int, batch: int) -> bool:
+        """The loss became NaN or infinite in this batch. Return True to end training quietly (the epoch is
+        not recorded; on_train_end runs); by default training raises TrainingDiverged."""
+        return False
+
     # Callbacks with state that a resumed run needs (EarlyStopping's wait counter, best value) override these.
     def state_dict(self) -> dict:
         return {}
@@ -154,3 +159,89 @@ class LambdaCallback(Callback):
             if not hasattr(Callback, name):
                 raise MlplabError(f"unknown callback hook {name!r}")
             setattr(self, name, fn)
+
+
+class TerminateOnNaN(Callback):
+    """Keras's TerminateOnNaN: a NaN or infinite loss ends training without an error.
+
+    Without it, mlplab raises TrainingDiverged (and a run folder keeps its last good epoch). With it, fit()
+    returns normally: the broken epoch is not in the History, `history.terminated_on_nan` says (epoch, batch),
+    and the weights are those after the step that went NaN, as in Keras.
+    """
+
+    def on_nan_loss(self, trainer, epoch: int, batch: int) -> bool:
+        return True
+
+
+class ReduceLROnPlateau(Callback):
+    """Keras's ReduceLROnPlateau: multiply the learning rate by `factor` once `monitor` has not improved for
+    `patience` epochs, then wait `cooldown` epochs; never below `min_lr`. Works on top of any schedule (it scales
+    the schedule's values); its state is checkpointed, so a resumed run goes on with the reduced rate."""
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, mode: str = "auto",
+                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
+        if monitor not in MONITORS:
+            raise MlplabError(f"ReduceLROnPlateau monitor must be one of: {', '.join(MONITORS)} (got {monitor!r})")
+        if not (isinstance(factor, (int, float)) and 0 < factor < 1):
+            raise MlplabError(f"ReduceLROnPlateau factor must be in (0, 1) (got {factor!r})")
+        for name, value in (("patience", patience), ("cooldown", cooldown)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise MlplabError(f"ReduceLROnPlateau {name} must be an integer >= 0 (got {value!r})")
+        if not (isinstance(min_lr, (int, float)) and math.isfinite(min_lr) and min_lr >= 0):
+            raise MlplabError(f"ReduceLROnPlateau min_lr must be a number >= 0 (got {min_lr!r})")
+        if not (isinstance(min_delta, (int, float)) and math.isfinite(min_delta)):
+            raise MlplabError(f"ReduceLROnPlateau min_delta must be a finite number (got {min_delta!r})")
+        self.monitor = monitor
+        self.mode = resolve_mode(monitor, mode)
+        self.factor = float(factor)
+        self.patience = patience
+        self.min_delta = abs(float(min_delta))
+        self.cooldown = cooldown
+        self.min_lr = float(min_lr)
+        self.best: float | None = None
+        self.wait = 0
+        self.cooldown_counter = 0
+        self.scale = 1.0
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_begin(self, trainer, epoch: int, n_batches: int) -> None:
+        trainer.lr_scale = self.scale  # also puts back a resumed run's reduced rate
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        value = logs.get(self.monitor)
+        if value is None:
+            raise MlplabError(f"ReduceLROnPlateau monitors {self.monitor!r} but there is no validation data; "
+                              "use a validation split or monitor 'loss'")
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(value):
+            self.best = value
+            self.wait = 0
+            return
+        if self.cooldown_counter > 0:
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            old = trainer.current_lr
+            if old > self.min_lr:  # as Keras: at the floor, nothing changes and the counters run on
+                new = max(old * self.factor, self.min_lr)
+                self.scale *= new / old
+                trainer.lr_scale = self.scale
+                self.cooldown_counter = self.cooldown
+                self.wait = 0
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "wait": self.wait, "cooldown_counter": self.cooldown_counter, "scale": self.scale}
+
+    def load_state_dict(self, state: dict, tensors: dict | None = None) -> None:
+        self.best = state["best"]
+        self.wait = int(state["wait"])
+        self.cooldown_counter = int(state["cooldown_counter"])
+        self.scale = float(state["scale"])

@@ -19,6 +19,7 @@ class History:
         self.interrupted = False
         self.stopped_early_at: int | None = None
         self.restored_epoch: int | None = None
+        self.terminated_on_nan: tuple[int, int] | None = None  # (epoch, batch) where TerminateOnNaN ended it
 
     def append(self, row: dict) -> None:
         self.rows.append({col: row.get(col, math.nan) for col in HISTORY_COLUMNS})

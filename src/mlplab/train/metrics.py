@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from mlplab.errors import MlplabError
+
 
 # One definition of a classifier's prediction, shared by the per-epoch accuracy (model/engine.py _n_correct,
 # which the compiled kernels match for softmax outputs), test metrics, `evaluate` and `predict`:
@@ -97,6 +99,13 @@ class Metrics(dict):
     A dict subclass so json.dumps, metrics["test_accuracy"] and every existing caller keep working; in a
     notebook it shows itself as a per-class table and a confusion matrix (registered by the package facade).
     """
+
+    def __init__(self, values=(), **more):
+        from collections.abc import Mapping
+
+        if not isinstance(values, Mapping):
+            raise MlplabError(f"Metrics takes a mapping such as metrics.json's (got {type(values).__name__})")
+        super().__init__(values, **more)
 
     @property
     def accuracy(self) -> float:

@@ -141,6 +141,9 @@ class Trainer:
         self.finish_batch_on_ctrl_c = False
         self._resumed_callback_state: dict | None = None
         self.current_lr = self.lr
+        # Multiplies every learning rate the schedule gives: ReduceLROnPlateau lowers it. 1.0 leaves the
+        # schedule's values exactly as they are.
+        self.lr_scale = 1.0
         # (fraction, seed, n samples) of the first validation split drawn by fit(): a later fit() must draw the
         # same one, or samples it trained on would be scored as validation.
         self.validation_draw: tuple[float, int, int] | None = None
@@ -249,6 +252,10 @@ class Trainer:
             for epoch in range(start_epoch, epochs):
                 for cb in self.callbacks:
                     cb.on_epoch_begin(self, epoch, n_batches)
+                if constant_lr:  # per epoch: a callback may have changed lr_scale at the end of the last one
+                    self.current_lr = self.lr * self.lr_scale
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = self.current_lr
                 self.model.train()
                 perm = torch.randperm(n, generator=self.shuffle_gen).to(dev)
                 xs, ys = x_t[perm], y_t[perm]                            # one gather per epoch; batches are views
@@ -263,7 +270,7 @@ class Trainer:
                 stopped_at_batch = None
                 for b in range(n_batches):
                     if not constant_lr:
-                        self.current_lr = lr_at(epoch * n_batches + b)
+                        self.current_lr = lr_at(epoch * n_batches + b) * self.lr_scale
                         for group in self.optimizer.param_groups:
                             group["lr"] = self.current_lr
                     s = b * self.batch_size
@@ -273,6 +280,9 @@ class Trainer:
                     if check_each_batch:
                         loss_value = float(loss_sum)
                         if not math.isfinite(loss_value):
+                            if self._nan_handled(epoch, b):
+                                stopped_at_batch = b
+                                break
                             self._diverged(epoch, b)
                         loss_acc += loss_value
                         correct_acc += float(n_correct)
@@ -291,6 +301,9 @@ class Trainer:
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 seconds = time.perf_counter() - t0
+                if stopped_at_batch is not None and self.stop_training:  # TerminateOnNaN: end without the epoch
+                    self.history.terminated_on_nan = (epoch + 1, stopped_at_batch + 1)
+                    break
                 if stopped_at_batch is not None:
                     self.history.interrupted = True
                     self.interrupted_at = (epoch + 1, stopped_at_batch + 1)
@@ -300,6 +313,9 @@ class Trainer:
                 if not check_each_batch:
                     bad = (~torch.isfinite(batch_losses)).nonzero()
                     if len(bad):
+                        if self._nan_handled(epoch, int(bad[0])):
+                            self.history.terminated_on_nan = (epoch + 1, int(bad[0]) + 1)
+                            break
                         self._diverged(epoch, int(bad[0]))
                 row = {"epoch": epoch + 1, "loss": float(loss_acc) / n, "accuracy": float(correct_acc) / n,
                        "val_loss": math.nan, "val_accuracy": math.nan, "lr": self.current_lr, "seconds": seconds}
@@ -368,6 +384,14 @@ class Trainer:
                                   f"found {int(y.min())}..{int(y.max())}" + (f"; {gaps}" if gaps else ""))
         elif y.shape[1] != n_out:
             raise MlplabError(f"targets have {y.shape[1]} columns but the model has {n_out} outputs")
+
+    def _nan_handled(self, epoch: int, batch: int) -> bool:
+        """A callback that takes over a NaN/inf loss (Keras's TerminateOnNaN) ends training without an error;
+        without one, the loss going NaN raises TrainingDiverged."""
+        handled = any(cb.on_nan_loss(self, epoch, batch) for cb in self.callbacks)
+        if handled:
+            self.stop_training = True
+        return handled
 
     def _diverged(self, epoch: int, batch: int):
         raise TrainingDiverged(f"the loss became NaN or infinite at epoch {epoch + 1}, batch {batch + 1}; "
