@@ -33,6 +33,8 @@ _EXPORTS = {
     "Trainer": "mlplab.train",
     "TrainingDiverged": "mlplab.train",
     "open_run": "mlplab.runs.folder",
+    "dynamics": "mlplab.runs.dynamics",
+    "Snapshots": "mlplab.train.snapshots",
     "activations": "mlplab.inspect",
     "embed": "mlplab.inspect",
     "quality": "mlplab.inspect",

@@ -25,6 +25,7 @@ COMMANDS = {
     "report": ("mlplab.cli.report_cmd", "report", "Write a self-contained HTML report of a run."),
     "compare": ("mlplab.cli.report_cmd", "compare", "Overlay several runs' learning curves and metrics."),
     "run": ("mlplab.cli.run_cmd", "run", "Run an experiment file (TOML) end to end."),
+    "dynamics": ("mlplab.cli.dynamics_cmd", "dynamics", "Watch the network learn: aligned maps across epochs."),
 }
 
 

@@ -145,6 +145,9 @@ def write_run_report(run, *, n_mistakes: int = 24, samples_per_class: int = 10, 
                                              title=f"The {len(idx)} most confident mistakes on the test set"))
 
     figures = {name: paths["png"].read_bytes() for name, paths in plots.items()}
+    from mlplab.runs.dynamics import report_section
+
+    dynamics_body = report_section(run)
     html = build_report(
         title=label,
         config=run.config,
@@ -158,6 +161,7 @@ def write_run_report(run, *, n_mistakes: int = 24, samples_per_class: int = 10, 
         manifest=manifest,
         notes=notes,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        extra_sections=[("dynamics", "Training dynamics", dynamics_body)] if dynamics_body else [],
     )
     report = atomic_write_text(run.path / "report.html", html)
     log.info("wrote %s", report)

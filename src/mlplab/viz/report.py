@@ -414,11 +414,13 @@ def build_report(
     manifest: dict | None = None,
     notes: Sequence[str] = (),
     generated: str | None = None,
+    extra_sections: Sequence[tuple[str, str, str]] = (),
 ) -> str:
     """The report as one HTML string.
 
     figures maps "curves", "confusion", "samples", "mistakes" to PNG bytes (missing keys are reported as not
     computed). Every section in SECTIONS is always present, so links and tests can rely on the ids.
+    extra_sections are (id, title, body markup) placed after "embeddings"; the caller escapes the body.
     """
     figures = figures or {}
     config = config or {}
@@ -433,8 +435,14 @@ def build_report(
         "config": kv_table(flatten(config)) if config else muted("No config."),
         "environment": _environment_section(manifest),
     }
-    toc = "".join(f'<li><a href="#{sid}">{esc(label)}</a></li>' for sid, label in SECTIONS)
-    sections = "".join(f'<section id="{sid}"><h2>{esc(label)}</h2>{bodies[sid]}</section>' for sid, label in SECTIONS)
+    order = list(SECTIONS)
+    at = order.index(("embeddings", "Hidden features")) + 1
+    for sid, label, body in extra_sections:
+        bodies[sid] = body
+        order.insert(at, (sid, label))
+        at += 1
+    toc = "".join(f'<li><a href="#{esc(sid)}">{esc(label)}</a></li>' for sid, label in order)
+    sections = "".join(f'<section id="{esc(sid)}"><h2>{esc(label)}</h2>{bodies[sid]}</section>' for sid, label in order)
     subtitle = "mlplab run report" + (f" · generated {generated}" if generated else "")
     return (
         "<!DOCTYPE html>\n"
