@@ -37,6 +37,8 @@ _EXPORTS = {
     "from_keras": "mlplab.runs.keras_import",
     "TensorBoard": "mlplab.runs.tensorboard",
     "MLflowLogger": "mlplab.runs.mlflow_logger",
+    "dynamics": "mlplab.runs.dynamics",
+    "Snapshots": "mlplab.train.snapshots",
     "activations": "mlplab.inspect",
     "embed": "mlplab.inspect",
     "quality": "mlplab.inspect",

@@ -30,6 +30,7 @@ COMMANDS = {
     "import": ("mlplab.cli.io_cmd", "import_", "Turn a trained Keras MLP (.keras/.h5) into a run directory."),
     "export": ("mlplab.cli.io_cmd", "export", "Export a run's model to ONNX, TorchScript or Keras."),
     "tensorboard": ("mlplab.cli.tensorboard_cmd", "tensorboard", "Export finished runs as TensorBoard logs."),
+    "dynamics": ("mlplab.cli.dynamics_cmd", "dynamics", "Watch the network learn: aligned maps across epochs."),
 }
 
 

@@ -182,6 +182,9 @@ def write_run_report(run, *, n_mistakes: int = 24, samples_per_class: int = 10, 
     explorers = find_explorers(Path(maps_dir) if maps_dir is not None else run.embeddings_dir, maps)
     if maps and not explorers:
         notes.append(f"No map matches {', '.join(maps)}; the report has no hidden-feature maps.")
+    from mlplab.runs.dynamics import report_section
+
+    dynamics_body = report_section(run)
     html = build_report(
         title=label,
         config=run.config,
@@ -195,6 +198,7 @@ def write_run_report(run, *, n_mistakes: int = 24, samples_per_class: int = 10, 
         manifest=manifest,
         notes=notes,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        extra_sections=[("dynamics", "Training dynamics", dynamics_body)] if dynamics_body else [],
     )
     report = atomic_write_text(target / "report.html", html)
     log.info("wrote %s", report)

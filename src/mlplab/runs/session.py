@@ -122,6 +122,10 @@ def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=())
     model = build(opts.model, input_dim, init=opts.init, seed=opts.seed)
     check_output_layer(model, ds, opts.loss)
     trainer = _make_trainer(model, opts)  # validates optimizer settings before anything is written
+    if opts.snapshots is not None:
+        from mlplab.train.snapshots import SnapshotSpec
+
+        SnapshotSpec.parse(opts.snapshots).resolve_layers(model)  # a bad layer name fails before anything is written
     config = run_config(opts, ds, input_dim)
     callbacks = list(callbacks) + _loggers(opts, ds, out, config)  # a missing package fails here, too
     check_run_dir(out, overwrite=overwrite)  # before the lock file is created in a folder that is not ours
@@ -214,6 +218,11 @@ def _resume_run(run, *, epochs, callbacks, device, threads, tensorboard, mlflow)
                 state.update(wait=0, stopped_epoch=0)
     trainer.restore(rng=rng, history_rows=meta["history"], callback_state=callback_state, callback_tensors=extra)
     remove_temp_leftovers(run.path)  # what kill -9 left mid-write; readers ignore it, but it takes space
+    if opts.snapshots is not None:
+        from mlplab.runs.snapshots import discard_after
+
+        # snapshots are written before their epoch's checkpoint: those past it are replayed, identically
+        discard_after(run.path, done)
     es = _early_stopping(opts)
     monitor, mode = _monitor(opts, es)
     config = dict(run.config)
@@ -232,6 +241,12 @@ def _fit_and_evaluate(trainer: Trainer, writer: RunWriter, ds, opts: TrainOption
     cbs = list(callbacks)
     if es is not None:
         cbs.insert(0, es)  # first, so that its checkpointed state keeps the same position on resume
+    if opts.snapshots is not None:
+        from mlplab.runs.snapshots import snapshot_callback
+
+        # before the writer: an epoch's snapshot is on disk before its checkpoint (see runs/snapshots.py)
+        cbs.append(snapshot_callback(writer.path, opts.snapshots, trainer.model, ds, val_split=opts.val_split,
+                                     seed=opts.seed, class_names=ds.class_names))
     cbs.append(writer)  # last: it saves what the other callbacks decided
     for cb in cbs:
         if hasattr(cb, "attach_run"):  # loggers that finish with the run folder (on_run_complete below)

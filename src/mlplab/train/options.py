@@ -95,6 +95,10 @@ class TrainOptions:
         None, f"Also log to MLflow: a tracking URI (http://HOST:PORT, sqlite:///FILE.db); alone: "
         f"{MLFLOW_DEFAULT_URI}.", check=_nonblank, allowed="a tracking URI", resumable=True,
         bare_value=MLFLOW_DEFAULT_URI, recorded=False)
+    snapshots: typing.Optional[str] = option(
+        None, "Snapshots of hidden layers for `mlplab dynamics`: every=N,layers=NAME+NAME|all,n=N, or 'default' "
+        "(every=1,layers=all,n=2000). Off when not given.", check=lambda v: _check_snapshots(v),
+        allowed="every=N,layers=NAME+NAME|all,n=N or default")
     test_fraction: float = option(0.2, "Test fraction for data without a test part of its own.",
                                   check=lambda v: 0.0 < v < 1.0, allowed="in (0, 1)", flag=False)
     extra: dict = field(default_factory=dict, repr=False)  # not an option: keeps unknown-but-allowed keys
@@ -132,6 +136,12 @@ class TrainOptions:
         d = dataclasses.asdict(self)
         d.pop("extra", None)
         return d
+
+
+def _check_snapshots(value) -> bool:
+    from mlplab.train.snapshots import check_spec
+
+    return check_spec(value)  # raises MlplabError naming the bad part
 
 
 def check_settings(where: str = "options", **settings) -> None:

@@ -426,11 +426,13 @@ def build_report(
     manifest: dict | None = None,
     notes: Sequence[str] = (),
     generated: str | None = None,
+    extra_sections: Sequence[tuple[str, str, str]] = (),
 ) -> str:
     """The report as one HTML string.
 
     figures maps "curves", "confusion", "samples", "mistakes" to PNG bytes (missing keys are reported as not
     computed). Every section in SECTIONS is always present, so links and tests can rely on the ids.
+    extra_sections are (id, title, body markup) placed after "embeddings"; the caller escapes the body.
     """
     figures = figures or {}
     config = config or {}
@@ -446,6 +448,12 @@ def build_report(
         "config": kv_table(flatten(config)) if config else muted("No config."),
         "environment": _environment_section(manifest),
     }
+    order = list(SECTIONS)
+    at = order.index(("embeddings", "Hidden features")) + 1
+    for sid, label, body in extra_sections:
+        bodies[sid] = Markup(body)  # markup the caller built and escaped (see the docstring)
+        order.insert(at, (sid, label))
+        at += 1
     subtitle = "mlplab run report" + (f" · generated {generated}" if generated else "")
-    return render("report.html", title=title, subtitle=subtitle, sections=SECTIONS, bodies=bodies, css=Markup(CSS),
+    return render("report.html", title=title, subtitle=subtitle, sections=order, bodies=bodies, css=Markup(CSS),
                   bokeh_js=bokeh_bundle() if shared is not None else None, shared=shared)
