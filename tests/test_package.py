@@ -87,6 +87,8 @@ def _bad_calls():
         "explore": [lambda: mlplab.explore({}, y), lambda: mlplab.explore(np.zeros((3, 2)), y)],
         "ReduceLROnPlateau": [lambda: mlplab.ReduceLROnPlateau(factor=2), lambda: mlplab.ReduceLROnPlateau(monitor="x")],
         "CSVLogger": [lambda: mlplab.CSVLogger("log.csv", separator=";;")],
+        "dynamics": [lambda: mlplab.dynamics("/nonexistent/run"), lambda: mlplab.dynamics("/x", method="nope")],
+        "Snapshots": [lambda: mlplab.Snapshots(x, ["dense_1"], every=0), lambda: mlplab.Snapshots(x[:0], ["dense_1"])],
         "ModelCheckpoint": [lambda: mlplab.ModelCheckpoint("w.safetensors", monitor="nope"),
                             lambda: mlplab.ModelCheckpoint("w.safetensors", save_freq=5)],
     }

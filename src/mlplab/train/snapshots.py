@@ -92,6 +92,13 @@ class Snapshots(Callback):
     """
 
     def __init__(self, x, layers, *, every: int = DEFAULT_EVERY, sink=None, batch_size: int = 4096):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise MlplabError(f"Snapshots every must be a whole number of epochs >= 1 (got {every!r})")
+        from mlplab.train.trainer import as_inputs
+
+        x = as_inputs(x)  # images or features, scaled as fit() scales them
+        if len(x) == 0:
+            raise MlplabError("Snapshots needs at least one sample to follow")
         self.x = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32))  # (N, D)
         self.layers = list(layers)
         self.every = int(every)
