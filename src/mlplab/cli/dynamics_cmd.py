@@ -20,8 +20,9 @@ def dynamics(run, method, layers, seed, no_gif, quiet):
     """Watch the network learn: hidden-layer maps of the validation sample at every snapshot, aligned across
     epochs, as an interactive page (RUN/dynamics/index.html), a GIF, and separability and statistics curves.
     The run must have been trained with --snapshots."""
-    from rich.console import Console
     from rich.table import Table
+
+    from mlplab.cli.console import make_console
 
     from mlplab.runs.dynamics import METHOD_TITLES, write_dynamics
 
@@ -29,7 +30,7 @@ def dynamics(run, method, layers, seed, no_gif, quiet):
     result = write_dynamics(run, method, list(layers) or None, seed=seed, gif=not no_gif)
     if quiet:
         return
-    console = Console(highlight=False)
+    console = make_console()
     table = Table(title=f"{METHOD_TITLES[method]} dynamics of {run} ({len(result.epochs)} snapshots, "
                         f"{len(result.series.labels)} points, {time.perf_counter() - start:.1f} s)",
                   title_justify="left")

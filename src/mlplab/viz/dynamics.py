@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from mlplab.viz.explorer import make_offline
+from mlplab.viz.pages import make_offline
 from mlplab.viz.figures import LR_COLOR, new_figure, png_data_uri, styled
 from mlplab.viz.palette import class_colors
 
@@ -52,6 +52,14 @@ def dynamics_page(panels: Mapping[str, np.ndarray], epochs: Sequence[int], label
     from bokeh.transform import factor_cmap
 
     labels = np.asarray(labels, dtype=np.int64)
+    # Rows in class order: Bokeh's legend lists classes in the order they first appear. Every per-point array is
+    # permuted alike, so a point keeps its identity, colour and index across panels and epochs.
+    order = np.argsort(labels, kind="stable")
+    labels = labels[order]
+    indices = order if indices is None else np.asarray(indices)[order]
+    thumbnails = None if thumbnails is None else [thumbnails[i] for i in order]
+    predictions = None if predictions is None else np.asarray(predictions)[:, order]
+    panels = {layer: np.asarray(coords)[:, order] for layer, coords in panels.items()}
     n, n_epochs = len(labels), len(epochs)
     names = [str(c) for c in class_names]
     names += [str(i) for i in range(len(names), int(labels.max(initial=-1)) + 1)]

@@ -57,6 +57,17 @@ def offline_script(script: str) -> str:
     return _URL.sub(sub, script)
 
 
+_SCRIPT = re.compile(r"(<script\b[^>]*>)(.*?)(</script>)", re.DOTALL | re.IGNORECASE)
+
+
+def make_offline(page: str) -> str:
+    """A complete page made elsewhere (Bokeh's file_html) held to our rules: the CSP meta tag added and every
+    inline script's URL strings defanged (offline_script)."""
+    page = _SCRIPT.sub(lambda m: m.group(1) + offline_script(m.group(2)) + m.group(3), page)
+    meta = f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+    return page.replace("<head>", "<head>\n" + meta, 1)
+
+
 def script_json(value) -> Markup:
     """JSON for a <script type="application/json"> element: '<', '>' and '&' as \\u escapes, so no string in it
     can close the element or open a comment, and JSON.parse reads back exactly the same value."""
