@@ -36,19 +36,103 @@ and is what the tests compare against.
 from __future__ import annotations
 
 import ctypes
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from mlplab.errors import MlplabError
-from mlplab.model import compiled_step, kernels, masks
+from mlplab.model import activations, compiled_step, kernels, masks
 from mlplab.model.masks import draw_mask, keep_probability  # noqa: F401  (the engine's public API)
-from mlplab.model.mlp import LEAKY_SLOPE, MLP, activate
+from mlplab.model.mlp import MLP, activate
 
 LOSSES = ("categorical_crossentropy", "binary_crossentropy", "mse")
 EPSILON = 1e-7  # Keras's backend epsilon: the clip for probability-space losses
 
-_aten = torch.ops.aten
+# --- the route: which implementation runs a model's steps, chosen once per (model, device, dtype, optimizer) ------
+ROUTES = ("c-step", "c-kernels", "torch-ops")  # fastest first
+ROUTE_DESCRIPTIONS = {
+    "c-step": "the whole step in one compiled call (model/compiled_step.py)",
+    "c-kernels": "PyTorch ops with the compiled element-wise kernels between them (model/kernels.py)",
+    "torch-ops": "PyTorch ops only",
+}
+ROUTE_SETTINGS = ("auto", *ROUTES)
+_route_setting = "auto"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A chosen route: its name (recorded in run manifests), the compiled kernels it uses (None: PyTorch ops) and
+    the compiled whole step (None: the step runs op by op from Python)."""
+    name: str
+    kernels: "kernels.Kernels | None"
+    step: "compiled_step.CompiledStep | None"
+
+
+def set_route(name: str) -> str:
+    """Set the fastest route the engine may take ("auto": the fastest that applies); returns the previous setting.
+
+    A route that does not apply to a model (the whole step for a tanh net, compiled kernels on a GPU) falls to
+    the next one down. Tests use this to run the same step on each route."""
+    global _route_setting
+    if name not in ROUTE_SETTINGS:
+        raise MlplabError(f"unknown engine route {name!r}; allowed: {', '.join(ROUTE_SETTINGS)}")
+    previous, _route_setting = _route_setting, name
+    return previous
+
+
+def route_setting() -> str:
+    return _route_setting
+
+
+@contextmanager
+def use_route(name: str):
+    """set_route for the duration of a with block."""
+    previous = set_route(name)
+    try:
+        yield
+    finally:
+        set_route(previous)
+
+
+def choose_route(model: MLP, device, dtype: torch.dtype, sgd=None, loss: str = "categorical_crossentropy") -> Route:
+    """The route train_step takes for this model, device, dtype, optimizer (a FusedSGD or None) and loss: the
+    fastest the setting allows that applies. Chosen once and kept (with the compiled step's work buffers);
+    builds the compiled kernels on first use."""
+    device = torch.device(device)
+    key = (dtype, device, sgd is not None, loss, _route_setting)
+    by_key = _routes.get(model)
+    if by_key is None:
+        by_key = _routes[model] = {}
+    route = by_key.get(key)
+    if route is None:
+        route = by_key[key] = _new_route(model, device, dtype, sgd, loss, _route_setting)
+    return route
+
+
+# model -> {(dtype, device, optimizer kind, loss, setting): Route}; weak, so a model's routes (and the compiled
+# step's work buffers) go with it, and a copy of a model (deepcopy) gets routes of its own
+_routes: "weakref.WeakKeyDictionary[MLP, dict]" = weakref.WeakKeyDictionary()
+
+
+def _new_route(model, device, dtype, sgd, loss, setting) -> Route:
+    k = None
+    if setting != "torch-ops" and device.type == "cpu":
+        loaded = kernels.get()
+        k = loaded.get(dtype) if loaded is not None else None
+    step = None
+    if setting in ("auto", "c-step") and loss == "categorical_crossentropy":
+        step = compiled_step.for_model(model, sgd, k, dtype)
+    return Route("c-step" if step is not None else "c-kernels" if k is not None else "torch-ops", k, step)
+
+
+def _cached_route(model: MLP, x: torch.Tensor, sgd, loss: str) -> Route:
+    # choose_route's lookup without its argument handling: this runs every step
+    by_key = _routes.get(model)
+    route = by_key.get((x.dtype, x.device, sgd is not None, loss, _route_setting)) if by_key is not None else None
+    return route if route is not None else choose_route(model, x.device, x.dtype, sgd, loss)
 
 
 # --- shared pieces -----------------------------------------------------------------------------------------------
@@ -92,41 +176,15 @@ def _n_correct(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     return (out.argmax(1) == labels).sum().to(out.dtype)
 
 
-# --- activation backward (closed form, from the saved output or pre-activation) ----------------------------------
+# --- activations: the closed forms come from the activation table (model/activations.py) ------------------------
 def _act_backward(g: torch.Tensor, act: str, a: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     """dL/dz from g = dL/da, where a = act(z). May modify g in place."""
-    if act == "relu":
-        return masks.relu_backward_(g, a)
-    if act == "linear":
-        return g
-    if act == "sigmoid":
-        return _aten.sigmoid_backward(g, a)              # g * a * (1 - a)
-    if act == "tanh":
-        return _aten.tanh_backward(g, a)                 # g * (1 - a^2)
-    if act == "softplus":
-        return g.mul_(torch.expm1(a.neg()).neg_())       # sigmoid(z) = 1 - exp(-softplus(z))
-    if act == "leaky_relu":
-        return _aten.leaky_relu_backward(g, a, LEAKY_SLOPE, True)  # sign(a) == sign(z) for a positive slope
-    if act == "gelu":
-        return _aten.gelu_backward(g, z)                 # needs the pre-activation
-    if act == "softmax":
-        return _aten._softmax_backward_data(g, a, 1, a.dtype)  # a * (g - sum(g * a))
-    raise MlplabError(f"unknown activation {act!r}")
+    return activations.get(act).backward(g, a, z)
 
 
 def _act_forward_(z: torch.Tensor, act: str) -> torch.Tensor:
     """Activation applied in place where the backward can be computed from the output alone."""
-    if act == "relu":
-        return z.relu_()
-    if act == "linear":
-        return z
-    if act == "sigmoid":
-        return z.sigmoid_()
-    if act == "tanh":
-        return z.tanh_()
-    if act == "leaky_relu":
-        return F.leaky_relu_(z, LEAKY_SLOPE)
-    return activate(z, act)  # softplus, gelu, softmax: out of place (gelu keeps z for its backward)
+    return activations.get(act).forward_(z)
 
 
 # --- the loss: value and dL/dz of the output layer -----------------------------------------------------------------
@@ -204,13 +262,12 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
         sgd.begin()
     # Per-step Python work is a visible share of a step at batch 128 (~50 us of ~3 ms), so the loops below read
     # each parameter once and resolve the compiled kernels once.
-    k = kernels.for_tensor(x)
-    if sgd is not None and loss == "categorical_crossentropy":
-        step = compiled_step.for_model(model, sgd, k, x)  # the whole step in one compiled call, where it applies
-        if step is not None:
-            result = step(x, y, generator, sgd)
-            if result is not None:
-                return result
+    route = _cached_route(model, x, sgd, loss)
+    k = route.kernels
+    if route.step is not None:  # the whole step in one compiled call
+        result = route.step(x, y, generator, sgd)
+        if result is not None:
+            return result
     plan = model.plan
     last = len(plan) - 1
     keys = iter(masks.draw_keys(model.n_dropout, generator, x.device)) if model.n_dropout else None
@@ -227,7 +284,7 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
             z = F.linear(h, w, b)  # (N, units): addmm(b, h, w^T)
             if i == last:
                 break
-            zk = z if act == "gelu" else None
+            zk = z if activations.REGISTRY[act].needs == "input" else None
             key = next(keys) if rate > 0.0 else None
             if key is not None and act == "relu":
                 # relu's backward reads only the sign of its output, and the masked output is positive exactly

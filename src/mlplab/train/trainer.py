@@ -155,7 +155,7 @@ class Trainer:
             callbacks=(), initial_epoch: int | None = None, split_seed: int | None = None) -> History:
         """Train until `epochs` epochs are done in total (Keras's initial_epoch meaning for continued runs)."""
         from mlplab.data import train_val_split
-        from mlplab.model import engine, kernels
+        from mlplab.model import engine
 
         if not isinstance(epochs, int) or epochs < 1:
             raise MlplabError(f"epochs must be an integer >= 1 (got {epochs!r})")
@@ -194,13 +194,14 @@ class Trainer:
         lr_at = make_schedule(self.schedule_name, self.lr, steps_per_epoch=n_batches, epochs=epochs,
                               **self.schedule_options)
         constant_lr = self.schedule_name == "constant"
+        # SGD's update runs inside the backward (model/fused_sgd.py); other optimizers step from .grad
+        fused = FusedSGD(self.optimizer) if isinstance(self.optimizer, torch.optim.SGD) else None
+        # the engine's route, named in the manifest; choosing it builds the kernels (about a second, the first
+        # time) before the epoch clock starts
+        self.engine_route = engine.choose_route(self.model, dev, x_t.dtype, fused, self.loss).name
         self._begin(callbacks)
 
         check_each_batch = dev.type == "cpu"  # a host sync per batch is free on the CPU, not on a GPU
-        if dev.type == "cpu":
-            kernels.get()  # built on first use (about a second): before the epoch clock starts, not inside it
-        # SGD's update runs inside the backward (model/fused_sgd.py); other optimizers step from .grad
-        fused = FusedSGD(self.optimizer) if isinstance(self.optimizer, torch.optim.SGD) else None
         with _ctrl_c_finishes_batch(self):
             for epoch in range(start_epoch, epochs):
                 for cb in self.callbacks:
