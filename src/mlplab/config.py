@@ -47,6 +47,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "cpu"
     threads: typing.Optional[int] = None
+    precision: str = "fp32"      # fp32, or bf16 mixed precision (model/precision.py; Keras's mixed_bfloat16 too)
     test_fraction: float = 0.2   # for data that has no test part of its own
     extra: dict = field(default_factory=dict, repr=False)  # not an option: keeps unknown-but-allowed keys
 
@@ -91,7 +92,13 @@ class TrainOptions:
             bad(f"weight_decay must be >= 0 and <= {FLOAT32_MAX:g} (got {self.weight_decay})")
         if not 0 <= self.seed < 2**32 - 2:  # numpy's and scikit-learn's seeds are 32-bit; the trainer uses seed+2
             bad(f"seed must be an integer from 0 to {2**32 - 3} (got {self.seed})")
+        from mlplab.model.precision import normalize
         from mlplab.train.optim import OPTIMIZERS, SCHEDULES
+
+        try:
+            self.precision = normalize(self.precision)
+        except MlplabError as exc:
+            bad(str(exc))
 
         if self.optimizer not in OPTIMIZERS:
             bad(f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")

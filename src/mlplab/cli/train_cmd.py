@@ -17,7 +17,7 @@ TRAIN_FLAGS = {
     "momentum": "momentum", "nesterov": "nesterov", "weight_decay": "weight_decay", "schedule": "schedule",
     "batch_size": "batch_size", "epochs": "epochs", "val_split": "val_split", "early_stop": "early_stop",
     "restore_best": "restore_best", "min_delta": "min_delta", "init": "init", "seed": "seed",
-    "device": "device", "threads": "threads",
+    "device": "device", "threads": "threads", "precision": "precision",
 }
 RESUMABLE_FLAGS = {"epochs", "device", "threads"}
 
@@ -49,6 +49,8 @@ def _console():
 @click.option("--seed", type=int, help="One seed for initialisation, split, shuffling and dropout (default 0).")
 @click.option("--device", help="cpu (default), cuda, cuda:N or auto.")
 @click.option("--threads", type=int, help="CPU threads (default: all cores).")
+@click.option("--precision", help="fp32 (default) or bf16: bf16 products with float32 accumulation and weights "
+              "(Keras's name mixed_bfloat16 works too).")
 @click.option("--config", "config_file", type=click.Path(path_type=Path), help="TOML file with the same options (flags override).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Continue an interrupted or finished run to --epochs.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run directory at --out.")

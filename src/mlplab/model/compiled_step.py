@@ -1,4 +1,5 @@
-"""The whole training step in one compiled call, for the nets most runs train: kernels.c's mlplab_train_step.
+"""The whole training step in one compiled call, for the nets most runs train: kernels.c's mlplab_train_step (and
+mlplab_train_step_bf16 for bf16 mixed precision: bf16 products with float32 accumulation, float32 everything else).
 
 It applies when (checked once per model, then a few cheap checks per step): the tensors are float32/float64 on
 the CPU, the compiled kernels loaded and PyTorch exports its BLAS gemm (kernels.Kernels.gemm), every hidden layer
@@ -28,8 +29,10 @@ class CompiledStep:
     """One model's static layout (kernels.Step and its Layers: sizes, activation codes, mask constants) and its
     reusable work buffers."""
 
-    def __init__(self, model, k: Kernels, dtype: torch.dtype):
-        self.k, self.dtype, self.plan = k, dtype, model.plan
+    def __init__(self, model, k: Kernels, dtype: torch.dtype, precision: str = "fp32"):
+        self.k, self.dtype, self.plan, self.precision = k, dtype, model.plan, precision
+        self.bf16 = precision == "bf16"
+        self.call = k.train_step_bf16 if self.bf16 else k.train_step
         plan = model.plan
         self.n_layers = len(plan)
         self.dims = [model.input_dim, *(lin.out_features for lin, _, _ in plan)]
@@ -43,16 +46,23 @@ class CompiledStep:
                 layer.threshold, layer.scale = masks.kernel_constants(rate) if rate > 0 else (0, 1.0)
                 if rate > 0:
                     self.dropout_layers.append(i)
-        self.args = kernels.Step(gemm=k.gemm, layers=ctypes.cast(self.layers, ctypes.POINTER(kernels.Layer)), input_dim=model.input_dim,
-                                 n_layers=self.n_layers)
+        self.args = kernels.Step(gemm=k.gemm, layers=ctypes.cast(self.layers, ctypes.POINTER(kernels.Layer)),
+                                 input_dim=model.input_dim, n_layers=self.n_layers, gemm_bf16=k.gemm_bf16)
+        # bf16: each layer's weights rounded once per step into a buffer of their own
+        self.weights_bf16 = [torch.empty(lin.out_features, lin.in_features, dtype=torch.bfloat16)
+                             for lin, _, _ in plan] if self.bf16 else []
+        for layer, wb in zip(self.layers, self.weights_bf16):
+            layer.weight_bf16 = wb.data_ptr()
         self.args_ref = ctypes.byref(self.args)
         self.capacity = 0
         self.buffers: list[torch.Tensor] = []
         self._lock = threading.Lock()
 
     @staticmethod
-    def applies_to(model, dtype: torch.dtype) -> bool:
+    def applies_to(model, dtype: torch.dtype, precision: str = "fp32", k: Kernels | None = None) -> bool:
         plan = model.plan
+        if precision == "bf16" and not (dtype == torch.float32 and k is not None and k.train_step_bf16 is not None):
+            return False
         return (dtype in _CTYPES and plan[-1][1] == "softmax" and plan[-1][0].out_features > 1
                 and all(activations.REGISTRY[act].compiled is not None for _, act, _ in plan[:-1])
                 and model.input_dim <= _INT_MAX and all(lin.out_features <= _INT_MAX for lin, _, _ in plan))
@@ -70,6 +80,14 @@ class CompiledStep:
             layer.z = z[i].data_ptr()
             layer.dh = dh[i].data_ptr() if dh[i] is not None else None
         self.args.dz_out = dz.data_ptr()
+        if self.bf16:  # the rounded inputs of the products: the batch, outputs, output gradients
+            xb = torch.empty(n, dims[0], dtype=torch.bfloat16)
+            zb = [torch.empty(n, u, dtype=torch.bfloat16) for u in dims[1:]]
+            dzb = [torch.empty(n, u, dtype=torch.bfloat16) for u in dims[1:]]
+            self.buffers += [xb, *zb, *dzb]
+            self.args.x_bf16 = xb.data_ptr()
+            for i, layer in enumerate(self.layers):
+                layer.z_bf16, layer.dz_bf16 = zb[i].data_ptr(), dzb[i].data_ptr()
         self.capacity = n
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, generator, sgd):
@@ -115,7 +133,7 @@ class CompiledStep:
         args.x, args.y, args.n = x.data_ptr(), y.data_ptr(), n
         args.lr, args.momentum, args.weight_decay = sgd.lr, mu, sgd.weight_decay
         args.nesterov, args.init = int(sgd.nesterov), int(new_bufs is not None)
-        rc = self.k.train_step(self.args_ref)
+        rc = self.call(self.args_ref)
         if rc == -1:
             if new_bufs is not None:
                 for p, buf in zip(params, new_bufs):
@@ -135,9 +153,9 @@ def _fits(t: torch.Tensor, dtype: torch.dtype, shape) -> bool:
     return t.dtype == dtype and t.is_cpu and t.is_contiguous() and tuple(t.shape) == tuple(shape)
 
 
-def for_model(model, sgd, k: Kernels | None, dtype: torch.dtype) -> CompiledStep | None:
+def for_model(model, sgd, k: Kernels | None, dtype: torch.dtype, precision: str = "fp32") -> CompiledStep | None:
     """A compiled step for the model (a new one), or None where it does not apply; engine.choose_route is what
     picks it for training and keeps it."""
-    if k is None or k.gemm is None or sgd is None or not CompiledStep.applies_to(model, dtype):
+    if k is None or k.gemm is None or sgd is None or not CompiledStep.applies_to(model, dtype, precision, k):
         return None
-    return CompiledStep(model, k, dtype)
+    return CompiledStep(model, k, dtype, precision)

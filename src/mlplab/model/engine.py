@@ -53,10 +53,13 @@ EPSILON = 1e-7  # Keras's backend epsilon: the clip for probability-space losses
 
 # --- the route: which implementation runs a model's steps, chosen once per (model, device, dtype, optimizer) ------
 ROUTES = ("c-step", "c-kernels", "torch-ops")  # fastest first
+BF16_ROUTES = ("c-step-bf16", "autocast-bf16")  # what the first and the other two become with precision bf16
 ROUTE_DESCRIPTIONS = {
     "c-step": "the whole step in one compiled call (model/compiled_step.py)",
     "c-kernels": "PyTorch ops with the compiled element-wise kernels between them (model/kernels.py)",
     "torch-ops": "PyTorch ops only",
+    "c-step-bf16": "the whole step in one compiled call, bf16 products with float32 accumulation",
+    "autocast-bf16": "torch.autograd under torch.autocast(bfloat16), float32 master weights and optimizer",
 }
 ROUTE_SETTINGS = ("auto", *ROUTES)
 _route_setting = "auto"
@@ -97,18 +100,19 @@ def use_route(name: str):
         set_route(previous)
 
 
-def choose_route(model: MLP, device, dtype: torch.dtype, sgd=None, loss: str = "categorical_crossentropy") -> Route:
-    """The route train_step takes for this model, device, dtype, optimizer (a FusedSGD or None) and loss: the
-    fastest the setting allows that applies. Chosen once and kept (with the compiled step's work buffers);
-    builds the compiled kernels on first use."""
+def choose_route(model: MLP, device, dtype: torch.dtype, sgd=None, loss: str = "categorical_crossentropy",
+                 precision: str = "fp32") -> Route:
+    """The route train_step takes for this model, device, dtype, optimizer (a FusedSGD or None), loss and
+    precision ("fp32" or "bf16", model/precision.py): the fastest the setting allows that applies. Chosen once
+    and kept (with the compiled step's work buffers); builds the compiled kernels on first use."""
     device = torch.device(device)
-    key = (dtype, device, sgd is not None, loss, _route_setting)
+    key = (dtype, device, sgd is not None, loss, _route_setting, precision)
     by_key = _routes.get(model)
     if by_key is None:
         by_key = _routes[model] = {}
     route = by_key.get(key)
     if route is None:
-        route = by_key[key] = _new_route(model, device, dtype, sgd, loss, _route_setting)
+        route = by_key[key] = _new_route(model, device, dtype, sgd, loss, _route_setting, precision)
     return route
 
 
@@ -117,22 +121,27 @@ def choose_route(model: MLP, device, dtype: torch.dtype, sgd=None, loss: str = "
 _routes: "weakref.WeakKeyDictionary[MLP, dict]" = weakref.WeakKeyDictionary()
 
 
-def _new_route(model, device, dtype, sgd, loss, setting) -> Route:
+def _new_route(model, device, dtype, sgd, loss, setting, precision) -> Route:
+    if precision not in ("fp32", "bf16"):
+        raise MlplabError(f"unknown precision {precision!r}; allowed: fp32, bf16")
     k = None
     if setting != "torch-ops" and device.type == "cpu":
         loaded = kernels.get()
         k = loaded.get(dtype) if loaded is not None else None
     step = None
     if setting in ("auto", "c-step") and loss == "categorical_crossentropy":
-        step = compiled_step.for_model(model, sgd, k, dtype)
+        step = compiled_step.for_model(model, sgd, k, dtype, precision)
+    if precision == "bf16":
+        return Route("c-step-bf16", k, step) if step is not None else Route("autocast-bf16", None, None)
     return Route("c-step" if step is not None else "c-kernels" if k is not None else "torch-ops", k, step)
 
 
-def _cached_route(model: MLP, x: torch.Tensor, sgd, loss: str) -> Route:
+def _cached_route(model: MLP, x: torch.Tensor, sgd, loss: str, precision: str) -> Route:
     # choose_route's lookup without its argument handling: this runs every step
     by_key = _routes.get(model)
-    route = by_key.get((x.dtype, x.device, sgd is not None, loss, _route_setting)) if by_key is not None else None
-    return route if route is not None else choose_route(model, x.device, x.dtype, sgd, loss)
+    key = (x.dtype, x.device, sgd is not None, loss, _route_setting, precision)
+    route = by_key.get(key) if by_key is not None else None
+    return route if route is not None else choose_route(model, x.device, x.dtype, sgd, loss, precision)
 
 
 # --- shared pieces -----------------------------------------------------------------------------------------------
@@ -249,11 +258,13 @@ def _training_loss(z: torch.Tensor, y: torch.Tensor, loss: str, act: str, k):
 
 # --- the hot path ----------------------------------------------------------------------------------------------------
 def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
-               generator: torch.Generator | None = None, sgd=None):
+               generator: torch.Generator | None = None, sgd=None, precision: str = "fp32"):
     """One closed-form forward + backward on a batch; returns (loss_sum, n_correct) (see the module's contract).
 
     Writes p.grad, or with `sgd` (a FusedSGD) applies that optimizer's update to the parameters during the
-    backward instead (p.grad untouched; see fused_sgd.py).
+    backward instead (p.grad untouched; see fused_sgd.py). precision "bf16": bf16 products with float32
+    accumulation, float32 master weights (the compiled bf16 step, else autograd under torch.autocast, which
+    steps `sgd`'s optimizer itself).
     """
     _check(model, x, y, loss)
     if x.shape[0] == 0:
@@ -262,12 +273,17 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
         sgd.begin()
     # Per-step Python work is a visible share of a step at batch 128 (~50 us of ~3 ms), so the loops below read
     # each parameter once and resolve the compiled kernels once.
-    route = _cached_route(model, x, sgd, loss)
+    route = _cached_route(model, x, sgd, loss, precision)
     k = route.kernels
     if route.step is not None:  # the whole step in one compiled call
         result = route.step(x, y, generator, sgd)
         if result is not None:
             return result
+    if precision == "bf16":
+        loss_sum, n_correct = reference_step(model, x, y, loss, generator, autocast=True)
+        if sgd is not None:
+            sgd.optimizer.step()
+        return loss_sum, n_correct
     plan = model.plan
     last = len(plan) - 1
     keys = iter(masks.draw_keys(model.n_dropout, generator, x.device)) if model.n_dropout else None
@@ -423,22 +439,28 @@ def reference_loss(out_or_logits: torch.Tensor, y: torch.Tensor, loss: str, act:
 
 
 def reference_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """train_step computed by torch.autograd: same masks (same generator draws), p.grad overwritten."""
+                   generator: torch.Generator | None = None, autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """train_step computed by torch.autograd: same masks (same generator draws), p.grad overwritten.
+
+    autocast: the forward under torch.autocast(bfloat16) (the hidden layers run in bf16, as PyTorch's mixed
+    precision does); the loss, softmax and gradients of the float32 parameters are float32."""
     _check(model, x, y, loss)
     plan = model.plan
     keys = iter(masks.draw_keys(model.n_dropout, generator, x.device)) if model.n_dropout else None
     h = x
-    for i, (lin, act, rate) in enumerate(plan):
-        z = F.linear(h, lin.weight, lin.bias)  # (N, units)
-        if i == len(plan) - 1:
-            break
-        a = activate(z, act)
-        if rate > 0.0:
-            with torch.no_grad():
-                mask = masks.mask_from_key(a, rate, next(keys))
-            a = a * mask
-        h = a
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+        for i, (lin, act, rate) in enumerate(plan):
+            z = F.linear(h, lin.weight, lin.bias)  # (N, units)
+            if i == len(plan) - 1:
+                break
+            a = activate(z, act)
+            if rate > 0.0:
+                with torch.no_grad():
+                    mask = masks.mask_from_key(a, rate, next(keys))
+                a = a * mask
+            h = a
+    if autocast:
+        z = z.float()  # (N, C): the loss and the output activation in float32
     act = plan[-1][1]
     fused = (loss, act) in (("categorical_crossentropy", "softmax"), ("binary_crossentropy", "sigmoid"))
     out = activate(z, act)

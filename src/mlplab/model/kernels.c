@@ -189,6 +189,9 @@ typedef struct {
     int32_t threshold;                      /* dropout constants and this step's key */
     double scale;
     uint64_t key;
+    void *weight_bf16;                      /* bf16 only: u x d, the weights rounded to bf16 for this step */
+    void *z_bf16;                           /* bf16 only: n x u, the output rounded (the next product's input) */
+    void *dz_bf16;                          /* bf16 only: n x u, the output gradient rounded */
 } mlplab_layer;
 
 typedef struct {
@@ -201,6 +204,8 @@ typedef struct {
     double lr, momentum, weight_decay;
     int32_t n_layers, nesterov, init;       /* init: the first momentum step */
     double stats[2];                        /* out: loss sum, correct count */
+    void *gemm_bf16;                        /* bf16 only: MKL's cblas_gemm_bf16bf16f32 */
+    void *x_bf16;                           /* bf16 only: n x input_dim, the batch rounded */
 } mlplab_step;
 
 #define MLPLAB_RELU 1    /* model/activations.py's COMPILED_RELU */
@@ -297,8 +302,114 @@ typedef struct {
 DEFINE_STEP(float, f32)
 DEFINE_STEP(double, f64)
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * The same whole step in bf16 mixed precision (float32 only): every matrix product takes bfloat16 inputs and
+ * accumulates into float32 (MKL's cblas_gemm_bf16bf16f32, exported by PyTorch's library, passed in as gemm_bf16);
+ * the weights, momentum buffers, biases, activations, masks, loss and softmax stay float32, exactly as in the
+ * float32 step. The inputs of each product are rounded to bf16 just before it (round to nearest even, as
+ * PyTorch's .to(torch.bfloat16)): the batch, each layer's output (after relu and dropout), each output gradient,
+ * and the weights once per step. The SGD update stays folded into the weight-gradient product, whose float32
+ * output is the master weight itself (beta = 1 - lr wd) or the momentum buffer. */
+typedef void (*gemm_bf16_t)(int layout, int transa, int transb, int m, int n, int k, float alpha, const uint16_t *a,
+                            int lda, const uint16_t *b, int ldb, float beta, float *c, int ldc);
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 }; /* CBLAS's enum values */
+
+/* float32 -> bfloat16, round to nearest even; NaN stays a (quiet) NaN */
+HOT void mlplab_to_bf16(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], sizeof u);
+        dst[i] = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40u)
+                                                : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+}
+
+int64_t mlplab_train_step_bf16(mlplab_step *s) {
+    gemm_bf16_t g = (gemm_bf16_t)s->gemm_bf16;
+    mlplab_layer *ly = s->layers;
+    int32_t L = s->n_layers, nesterov = s->nesterov, init = s->init;
+    int64_t n = s->n, c = ly[L - 1].units;
+    double lr = s->lr, mu = s->momentum, wd = s->weight_decay;
+    const int64_t *y = s->y;
+    for (int64_t i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] >= c) return i; /* checked first: a bad label changes nothing */
+    int64_t widest = 0;
+    for (int32_t l = 0; l < L; l++) widest = ly[l].units > widest ? ly[l].units : widest;
+    double *acc = malloc((size_t)widest * sizeof(double)); /* bias gradient sums */
+    if (acc == NULL) return -2;
+    mlplab_to_bf16((const float *)s->x, (uint16_t *)s->x_bf16, n * s->input_dim);
+    const uint16_t *h = (const uint16_t *)s->x_bf16;
+    for (int32_t l = 0; l < L; l++) { /* forward */
+        int64_t d = l == 0 ? s->input_dim : ly[l - 1].units, u = ly[l].units;
+        const float *b = (const float *)ly[l].bias;
+        float *z = (float *)ly[l].z;
+        uint16_t *wb = (uint16_t *)ly[l].weight_bf16;
+        mlplab_to_bf16((const float *)ly[l].weight, wb, u * d);
+        for (int64_t i = 0; i < n; i++) memcpy(z + i * u, b, (size_t)u * sizeof(float));
+        /* Z (n x u) += Hb (n x d) Wb^T */
+        g(ROW_MAJOR, NO_TRANS, TRANS, (int)n, (int)u, (int)d, 1.0f, h, (int)d, wb, (int)d, 1.0f, z, (int)u);
+        if (l < L - 1) {
+            int relu = ly[l].flags & MLPLAB_RELU, drop = ly[l].flags & MLPLAB_DROPOUT;
+            if (relu && drop)
+                mlplab_relu_dropout_forward_f32(z, n * u, ly[l].key, ly[l].threshold, (float)ly[l].scale);
+            else if (drop)
+                mlplab_dropout_backward_f32(z, n * u, ly[l].key, ly[l].threshold, (float)ly[l].scale);
+            else if (relu)
+                for (int64_t i = 0; i < n * u; i++) z[i] = z[i] < 0.0f ? 0.0f : z[i];
+            mlplab_to_bf16(z, (uint16_t *)ly[l].z_bf16, n * u);
+            h = (const uint16_t *)ly[l].z_bf16;
+        }
+    }
+    float *dz = (float *)s->dz_out;
+    mlplab_softmax_xent_f32((const float *)ly[L - 1].z, y, dz, n, c, (float)(1.0 / (double)n), s->stats);
+    for (int32_t l = L - 1; l >= 0; l--) { /* backward, each layer stepped once its dh is taken */
+        int64_t d = l == 0 ? s->input_dim : ly[l - 1].units, u = ly[l].units;
+        float *W = (float *)ly[l].weight, *b = (float *)ly[l].bias;
+        float *wbuf = (float *)ly[l].weight_momentum, *bbuf = (float *)ly[l].bias_momentum;
+        float *G = (float *)ly[l].scratch, *dh = (float *)ly[l].dh;
+        const uint16_t *hb = l == 0 ? (const uint16_t *)s->x_bf16 : (const uint16_t *)ly[l - 1].z_bf16;
+        uint16_t *dzb = (uint16_t *)ly[l].dz_bf16;
+        int64_t wn = u * d;
+        mlplab_to_bf16(dz, dzb, n * u);
+        /* dH (n x d) = dZb (n x u) Wb (u x d), with the weights as they were in the forward */
+        if (l > 0)
+            g(ROW_MAJOR, NO_TRANS, NO_TRANS, (int)n, (int)d, (int)u, 1.0f, dzb, (int)u,
+              (const uint16_t *)ly[l].weight_bf16, (int)d, 0.0f, dh, (int)d);
+        /* the weight gradient dZb^T (u x n) Hb (n x d) */
+        if (mu == 0.0) { /* W <- (1 - lr wd) W - lr G: one product into the float32 master weights */
+            g(ROW_MAJOR, TRANS, NO_TRANS, (int)u, (int)d, (int)n, (float)-lr, dzb, (int)u, hb, (int)d,
+              (float)(1.0 - lr * wd), W, (int)d);
+        } else if (!init && !nesterov) { /* buf <- mu buf + G (+ wd W); W <- W - lr buf */
+            g(ROW_MAJOR, TRANS, NO_TRANS, (int)u, (int)d, (int)n, 1.0f, dzb, (int)u, hb, (int)d, (float)mu, wbuf,
+              (int)d);
+            if (wd != 0.0)
+                for (int64_t i = 0; i < wn; i++) wbuf[i] = wbuf[i] + (float)wd * W[i];
+            for (int64_t i = 0; i < wn; i++) W[i] = W[i] + (float)(-lr) * wbuf[i];
+        } else { /* the first momentum step, or Nesterov: the gradient itself is needed */
+            g(ROW_MAJOR, TRANS, NO_TRANS, (int)u, (int)d, (int)n, 1.0f, dzb, (int)u, hb, (int)d, 0.0f, G, (int)d);
+            for (int64_t i = 0; i < wn; i++) {
+                float gi = wd != 0.0 ? G[i] + (float)wd * W[i] : G[i];
+                wbuf[i] = init ? gi : (float)mu * wbuf[i] + gi;
+                gi = nesterov ? gi + (float)mu * wbuf[i] : wbuf[i];
+                W[i] = W[i] + (float)(-lr) * gi;
+            }
+        }
+        bias_sgd_core_f32(b, mu == 0.0 ? NULL : bbuf, dz, n, u, lr, mu, wd, nesterov, init, acc);
+        if (l == 0) break;
+        const mlplab_layer *prev = &ly[l - 1];
+        int relu = prev->flags & MLPLAB_RELU, drop = prev->flags & MLPLAB_DROPOUT;
+        if (relu) /* the float32 masked output: positive exactly where active and kept */
+            mlplab_relu_backward_f32(dh, (const float *)prev->z, d * n, drop ? (float)prev->scale : 1.0f);
+        else if (drop)
+            mlplab_dropout_backward_f32(dh, d * n, prev->key, prev->threshold, (float)prev->scale);
+        dz = dh;
+    }
+    free(acc);
+    return -1;
+}
+
 /* The library's version: model/kernels.py refuses a build whose number differs from its own. */
-int mlplab_kernels_version(void) { return 5; }
+int mlplab_kernels_version(void) { return 6; }
 
 /* sizeof(mlplab_layer), sizeof(mlplab_step), then every field's offset in declaration order (kernels.py's
  * _layout() computes the same from its ctypes.Structures); returns how many were written, or -1 if `cap` is short. */
@@ -309,11 +420,12 @@ int64_t mlplab_step_layout(int64_t *out, int64_t cap) {
         offsetof(mlplab_layer, bias_momentum), offsetof(mlplab_layer, scratch), offsetof(mlplab_layer, z),
         offsetof(mlplab_layer, dh), offsetof(mlplab_layer, units), offsetof(mlplab_layer, flags),
         offsetof(mlplab_layer, threshold), offsetof(mlplab_layer, scale), offsetof(mlplab_layer, key),
+        offsetof(mlplab_layer, weight_bf16), offsetof(mlplab_layer, z_bf16), offsetof(mlplab_layer, dz_bf16),
         offsetof(mlplab_step, gemm), offsetof(mlplab_step, layers), offsetof(mlplab_step, x), offsetof(mlplab_step, y),
         offsetof(mlplab_step, dz_out), offsetof(mlplab_step, n), offsetof(mlplab_step, input_dim),
         offsetof(mlplab_step, lr), offsetof(mlplab_step, momentum), offsetof(mlplab_step, weight_decay),
         offsetof(mlplab_step, n_layers), offsetof(mlplab_step, nesterov), offsetof(mlplab_step, init),
-        offsetof(mlplab_step, stats),
+        offsetof(mlplab_step, stats), offsetof(mlplab_step, gemm_bf16), offsetof(mlplab_step, x_bf16),
     };
     int64_t m = (int64_t)(sizeof v / sizeof v[0]);
     if (cap < m) return -1;

@@ -31,7 +31,7 @@ import torch
 
 from mlplab.errors import MlplabError
 
-VERSION = 5  # kernels.c's mlplab_kernels_version()
+VERSION = 6  # kernels.c's mlplab_kernels_version()
 SOURCE = Path(__file__).with_name("kernels.c")
 # -ffp-contract=off: no a*b+c contracted into an FMA, so results equal PyTorch's bit for bit. No -march=native:
 # a cache shared between machines (a network home) must not hand one CPU another's instructions.
@@ -86,6 +86,9 @@ class Layer(ctypes.Structure):
         ("threshold", ctypes.c_int32),         # dropout: keep when the signed 16-bit draw is below it
         ("scale", ctypes.c_double),            # dropout: kept units' factor (rounded to the step's type in C)
         ("key", ctypes.c_uint64),              # dropout: this step's mask key
+        ("weight_bf16", ctypes.c_void_p),      # bf16 only: (u, d) the weights rounded to bfloat16
+        ("z_bf16", ctypes.c_void_p),           # bf16 only: (n, u) the output rounded
+        ("dz_bf16", ctypes.c_void_p),          # bf16 only: (n, u) the output gradient rounded
     ]
 
 
@@ -106,6 +109,8 @@ class Step(ctypes.Structure):
         ("nesterov", ctypes.c_int32),
         ("init", ctypes.c_int32),              # 1: the first momentum step (buffers start as the gradient)
         ("stats", ctypes.c_double * 2),        # out: (loss sum, correct count)
+        ("gemm_bf16", ctypes.c_void_p),        # bf16 only: MKL's cblas_gemm_bf16bf16f32
+        ("x_bf16", ctypes.c_void_p),           # bf16 only: (n, input_dim) the batch rounded
     ]
 
 
@@ -138,6 +143,12 @@ class Kernels:
             fn.argtypes, fn.restype = argtypes, restype
             setattr(self, name, fn)
         self.gemm = _blas_gemm(suffix)  # PyTorch's own BLAS gemm for train_step, or None
+        # bf16 mixed precision (float32 masters): MKL's bf16 gemm with float32 output, or None
+        self.gemm_bf16 = _bf16_gemm() if suffix == "f32" else None
+        self.train_step_bf16 = None
+        if self.gemm_bf16 is not None:
+            self.train_step_bf16 = lib.mlplab_train_step_bf16
+            self.train_step_bf16.argtypes, self.train_step_bf16.restype = (ctypes.POINTER(Step),), i64
 
 
 def _blas_gemm(suffix: str) -> int | None:
@@ -153,6 +164,28 @@ def _blas_gemm(suffix: str) -> int | None:
         return None
     address = ctypes.cast(fn, ctypes.c_void_p).value
     return address if _gemm_works(address, suffix) else None
+
+
+def _bf16_gemm() -> int | None:
+    """The address of MKL's cblas_gemm_bf16bf16f32 in PyTorch's CPU library (bfloat16 inputs, float32
+    accumulation and output), checked with one small product against float32 torch.mm on the same bf16 values;
+    None where it is absent or disagrees."""
+    if not torch.backends.mkl.is_available():
+        return None
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        fn = lib.cblas_gemm_bf16bf16f32
+    except (OSError, AttributeError):
+        return None
+    address = ctypes.cast(fn, ctypes.c_void_p).value
+    i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+    gemm = ctypes.CFUNCTYPE(None, i, i, i, i, i, i, f, p, i, p, i, f, p, i)(address)
+    a = (torch.arange(1.0, 7.0) / 4).view(2, 3).to(torch.bfloat16)   # exact in bf16
+    b = (torch.arange(1.0, 13.0) / 8).view(3, 4).to(torch.bfloat16)
+    guard = torch.cat([torch.full((8,), -1.0), torch.full((4,), 7.0)])  # C (2, 4), then a sentinel
+    gemm(101, 111, 111, 2, 4, 3, 1.0, a.data_ptr(), 3, b.data_ptr(), 4, 0.0, guard.data_ptr(), 4)  # row-major NN
+    ok = torch.equal(guard[:8].view(2, 4), a.float() @ b.float()) and torch.equal(guard[8:], torch.full((4,), 7.0))
+    return address if ok else None
 
 
 def _gemm_works(address: int, suffix: str) -> bool:

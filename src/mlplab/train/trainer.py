@@ -74,8 +74,9 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, *, loss: str = "categorical_crossentropy", optimizer: str = "sgd",
                  lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
                  schedule: str = "constant", schedule_options: dict | None = None, batch_size: int = 128,
-                 seed: int = 0, device="cpu", threads: int | None = None):
+                 seed: int = 0, device="cpu", threads: int | None = None, precision: str = "fp32"):
         from mlplab.model import LOSSES
+        from mlplab.model.precision import check as check_precision
 
         if loss not in LOSSES:
             raise MlplabError(f"unknown loss {loss!r}; choose one of: {', '.join(LOSSES)}")
@@ -86,6 +87,7 @@ class Trainer:
                 raise MlplabError(f"threads must be an integer > 0 (got {threads!r})")
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
+        self.precision = check_precision(precision, self.device)  # bf16 where the hardware cannot: refused here
         self.model = model.to(self.device)
         self.loss = loss
         self.lr = float(lr)
@@ -198,7 +200,7 @@ class Trainer:
         fused = FusedSGD(self.optimizer) if isinstance(self.optimizer, torch.optim.SGD) else None
         # the engine's route, named in the manifest; choosing it builds the kernels (about a second, the first
         # time) before the epoch clock starts
-        self.engine_route = engine.choose_route(self.model, dev, x_t.dtype, fused, self.loss).name
+        self.engine_route = engine.choose_route(self.model, dev, x_t.dtype, fused, self.loss, self.precision).name
         self._begin(callbacks)
 
         check_each_batch = dev.type == "cpu"  # a host sync per batch is free on the CPU, not on a GPU
@@ -226,7 +228,8 @@ class Trainer:
                     s = b * self.batch_size
                     loss_sum, n_correct = engine.train_step(self.model, xs[s:s + self.batch_size],
                                                             ys[s:s + self.batch_size], self.loss,
-                                                            generator=self.dropout_gen, sgd=fused)
+                                                            generator=self.dropout_gen, sgd=fused,
+                                                            precision=self.precision)
                     if check_each_batch:
                         loss_value = float(loss_sum)
                         if not math.isfinite(loss_value):
@@ -359,7 +362,7 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 128, loss: str = "cat
         optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
         weight_decay: float = 0.0, schedule: str = "constant", validation_split: float = 0.0,
         validation_data=None, early_stopping: EarlyStopping | str | None = None, callbacks=(), seed: int = 0,
-        device="cpu", threads: int | None = None) -> History:
+        device="cpu", threads: int | None = None, precision: str = "fp32") -> History:
     """Keras-style fit: `epochs` more epochs on `model`; calling it again continues the same History.
 
     The optimizer state carries over between calls with the same optimizer settings (as a compiled Keras
@@ -367,7 +370,7 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int = 128, loss: str = "cat
     """
     settings = dict(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
                     weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, seed=seed,
-                    device=device, threads=threads)
+                    device=device, threads=threads, precision=precision)
     trainer = getattr(model, "_mlplab_trainer", None)
     if trainer is None or trainer._settings != settings:
         previous = trainer
