@@ -29,6 +29,11 @@ Contract (docs/INTERNALS.md):
 - n_correct counts argmax(output) == label per sample; for binary_crossentropy with float targets or one output unit
   it is Keras's binary accuracy (threshold 0.5) averaged over the outputs, so it can be fractional.
 
+Routes: which implementation runs a model's steps (the whole step in C, C kernels between PyTorch ops, PyTorch ops;
+with precision bf16 the compiled bf16 step or autograd under torch.autocast) is chosen once per (model, device,
+dtype, optimizer, loss, precision) by choose_route, named in run manifests; set_route/use_route caps it (tests
+run every route through it).
+
 reference_step() computes the same with plain autograd (the same keys from the generator, the same masks)
 and is what the tests compare against.
 """
@@ -439,7 +444,8 @@ def reference_loss(out_or_logits: torch.Tensor, y: torch.Tensor, loss: str, act:
 
 
 def reference_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
-                   generator: torch.Generator | None = None, autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                   generator: torch.Generator | None = None,
+                   autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """train_step computed by torch.autograd: same masks (same generator draws), p.grad overwritten.
 
     autocast: the forward under torch.autocast(bfloat16) (the hidden layers run in bf16, as PyTorch's mixed

@@ -348,7 +348,8 @@ def _build(source: bytes, folder: Path, lib_path: Path) -> None:
                 break
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
-            raise BuildFailed(f"the C compiler {compiler} failed: {detail[0] if detail else 'exit ' + str(proc.returncode)}")
+            first = detail[0] if detail else f"exit {proc.returncode}"
+            raise BuildFailed(f"the C compiler {compiler} failed: {first}")
         try:
             os.replace(tmp, lib_path)
         except OSError as exc:

@@ -60,3 +60,10 @@ def check(precision: str, device) -> str:
         if device.type not in ("cpu", "cuda"):
             raise MlplabError(f"--precision bf16 runs on cpu and cuda devices, not {device.type}; use fp32")
     return precision
+
+
+def set_tf32(enabled: bool) -> None:
+    """CUDA, fp32 runs: let float32 matrix products use TF32 tensor cores (inputs rounded to 10 mantissa bits,
+    float32 accumulation), PyTorch's switch. Off by default: fp32 then means float32 products everywhere."""
+    torch.backends.cuda.matmul.allow_tf32 = bool(enabled)
+    torch.backends.cudnn.allow_tf32 = bool(enabled)
