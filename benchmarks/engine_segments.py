@@ -1,7 +1,7 @@
 """The engine against its own matrix products, finely interleaved in one process: a noise-resistant companion to
 train_throughput.py on a shared machine.
 
-    python benchmarks/engine_segments.py [--segments 80] [--steps 30] [--threads N]
+    python benchmarks/engine_segments.py [--segments 80] [--steps 30] [--threads N] [--precision fp32|bf16]
 
 The notebook's net (512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax), Fashion-MNIST batches of 128, SGD
 lr 0.01. Alternates short segments of `--steps` training steps: the matmul bound (the 8 products of forward +
@@ -9,7 +9,8 @@ backward with preallocated outputs, the fastest form of the bound measured here)
 engine.train_step with FusedSGD (the Trainer's hot path) on the same batches. A burst of load from other
 processes lasts longer than a segment pair, so the median of the per-pair ratios bound / mlplab is far steadier
 than a ratio of whole-epoch times. Prints the median ratio and the ratio of the best segments. Never asserts
-times.
+times. With --precision bf16 mlplab's segments run the bf16 step, and a third segment per pair, mlplab's fp32
+step, gives the paired bf16/fp32 step-time ratio.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--segments", type=int, default=80)
     ap.add_argument("--steps", type=int, default=30, help="training steps per segment")
     ap.add_argument("--threads", type=int, default=None, help="default: all cores")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="mlplab's precision")
     args = ap.parse_args(argv)
 
     import torch
@@ -66,20 +68,25 @@ def main(argv=None) -> int:
             torch.mm(d1.t(), xb, out=grads[0])                    # (512, 784)
         return time.perf_counter() - t0
 
-    def mine(s0: int) -> float:
+    def mine(s0: int, precision: str = args.precision) -> float:
         t0 = time.perf_counter()
         for s in range(s0, s0 + span, BATCH):
             loss_sum, n_correct = engine.train_step(model, xt[s:s + BATCH], yt[s:s + BATCH],
-                                                    "categorical_crossentropy", dropout_gen, sgd=sgd)
+                                                    "categorical_crossentropy", dropout_gen, sgd=sgd,
+                                                    precision=precision)
             float(loss_sum), float(n_correct)  # what the Trainer reads per batch
         return time.perf_counter() - t0
 
     starts = [(i * span) % (len(xt) - span) for i in range(args.segments)]
     bound(0), mine(0)  # warm-up: thread pool, BLAS kernels, the compiled step's buffers
-    b_times, m_times = [], []
+    b_times, m_times, f_times = [], [], []
+    if args.precision == "bf16":
+        mine(0, "fp32")
     for s0 in starts:
         b_times.append(bound(s0))
         m_times.append(mine(s0))
+        if args.precision == "bf16":
+            f_times.append(mine(s0, "fp32"))
     ratios = [b / m for b, m in zip(b_times, m_times)]
     print(f"data: {source}; {args.segments} segment pairs of {args.steps} steps, batch {BATCH}, "
           f"threads {torch.get_num_threads()}; CPU path: {kernels.status()}")
@@ -89,6 +96,11 @@ def main(argv=None) -> int:
           f"best {min(m_times) / args.steps * 1e3:.2f}")
     print(f"best segments: mlplab/gemm = {min(b_times) / min(m_times):.2f}")
     print(f"median of paired ratios: mlplab/gemm = {statistics.median(ratios):.2f}")
+    if f_times:
+        print(f"mlplab fp32 ms/step: median {statistics.median(f_times) / args.steps * 1e3:.2f}")
+        print(f"median of paired ratios: mlplab bf16 step / fp32 matmul bound = "
+              f"{statistics.median(m / b for b, m in zip(b_times, m_times)):.2f}; bf16 step / mlplab fp32 step = "
+              f"{statistics.median(m / f for f, m in zip(f_times, m_times)):.2f}")
     return 0
 
 

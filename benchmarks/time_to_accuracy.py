@@ -9,7 +9,9 @@ validation passes (a user waits for those too) and excludes data loading and sta
 accuracy each reaches at the end of its recipe.
 
     python benchmarks/time_to_accuracy.py [--tf-python /path/to/venv-with-tensorflow/bin/python] [--target 0.89]
-                                          [--only mlplab|keras]
+                                          [--only mlplab|keras] [--precision fp32|bf16]
+
+--precision bf16 runs mlplab's recipe in bf16 mixed precision (Keras keeps its float32 recipe).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def mlplab_child(target: float) -> None:
+def mlplab_child(target: float, precision: str = "fp32") -> None:
     from mlplab.runs.config import load_train_config
     from mlplab.data import load_dataset, to_features
     from mlplab.model import build
@@ -37,7 +39,7 @@ def mlplab_child(target: float) -> None:
     x, xt = to_features(ds.x_train), to_features(ds.x_test)
     model = build(opts.model, x.shape[1], seed=opts.seed)
     trainer = Trainer(model, optimizer=opts.optimizer, lr=opts.lr, momentum=opts.momentum, nesterov=opts.nesterov,
-                      schedule=opts.schedule, batch_size=opts.batch_size, seed=opts.seed)
+                      schedule=opts.schedule, batch_size=opts.batch_size, seed=opts.seed, precision=precision)
     reached: dict = {}
 
     class Clock(Callback):
@@ -49,7 +51,8 @@ def mlplab_child(target: float) -> None:
     history = trainer.fit(x, ds.y_train, epochs=opts.epochs, validation_split=opts.val_split, callbacks=[Clock()])
     total = time.perf_counter() - t0
     test = evaluate(model, xt, ds.y_test)["test_accuracy"]
-    print(json.dumps({"name": "mlplab", "recipe": "fashion-best.toml (SGD+Nesterov 0.9, lr 0.05 cosine, 40 epochs)",
+    print(json.dumps({"name": "mlplab", "recipe": f"fashion-best.toml (SGD+Nesterov 0.9, lr 0.05 cosine, 40 epochs, "
+                                                  f"{precision})",
                       "seconds_to_target": reached.get("at"), "epoch_reached": reached.get("epoch"),
                       "epochs_run": len(history.rows), "seconds": total, "test_accuracy": test}))
 
@@ -59,14 +62,16 @@ def main() -> int:
     ap.add_argument("--target", type=float, default=0.89)
     ap.add_argument("--tf-python", default=os.environ.get("MLPLAB_BENCH_TF_PYTHON", sys.executable))
     ap.add_argument("--only", choices=("mlplab", "keras"), help="run one contender (Keras's recipe takes ~6 min)")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="mlplab's precision")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        mlplab_child(args.target)
+        mlplab_child(args.target, args.precision)
         return 0
     rows = []
     for name, cmd, env in (
-        ("mlplab", [sys.executable, __file__, "--child", "--target", str(args.target)], {}),
+        ("mlplab", [sys.executable, __file__, "--child", "--target", str(args.target), "--precision", args.precision],
+         {}),
         ("keras", [args.tf_python, str(ROOT / "benchmarks" / "keras_notebook.py"), "--target", str(args.target)],
          {"KERAS_BACKEND": "tensorflow"}),
     ):

@@ -38,6 +38,9 @@ CONTENDERS = {
     "sklearn": "scikit-learn MLPClassifier (it has no dropout)",
     "keras_tf": "Keras on TensorFlow",
     "keras_torch": "Keras on PyTorch",
+    "gemm_bf16": "bf16 gemm bound (the 8 products, bf16 in, fp32 accumulate)",
+    "mlplab_bf16": "mlplab bf16 (Trainer.fit, precision bf16)",
+    "torch_bf16": "PyTorch autocast bf16 (autograd, foreach SGD)",
 }
 
 
@@ -90,6 +93,89 @@ def gemm_seconds(x, y):
             torch.mm(d2.t(), h1, out=grads[1])   # (512, 512)
             d1 = torch.mm(d2, w[1])              # (B, 512)
             torch.mm(d1.t(), xb, out=grads[0])   # (512, 784)
+        return time.perf_counter() - t0
+
+    return _timed(epoch), ""
+
+
+def gemm_bf16_seconds(x, y):
+    """The bf16 bound: the same 8 products on bf16 operands (converted once, outside the clock) with MKL's
+    cblas_gemm_bf16bf16f32, the product mlplab's bf16 step uses (float32 accumulation and output)."""
+    import ctypes
+
+    import torch
+
+    from mlplab.model import kernels
+
+    address = kernels.get()[torch.float32].gemm_bf16
+    if address is None:
+        return None, "skipped: no cblas_gemm_bf16bf16f32 in this PyTorch"
+    i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+    gemm = ctypes.CFUNCTYPE(None, i, i, i, i, i, i, f, p, i, p, i, f, p, i)(address)
+    row, nt, tr = 101, 111, 112
+
+    def mm(a, b, out, ta=False, tb=False):  # out (m, n) fp32 = op(a) op(b), a and b bf16 row-major
+        m, k = (a.shape[1], a.shape[0]) if ta else a.shape
+        n_ = b.shape[0] if tb else b.shape[1]
+        gemm(row, tr if ta else nt, tr if tb else nt, m, n_, k, 1.0, a.data_ptr(), a.shape[1], b.data_ptr(),
+             b.shape[1], 0.0, out.data_ptr(), n_)
+
+    xt = torch.from_numpy(x).to(torch.bfloat16)
+    n = xt.shape[0]
+    g = torch.Generator().manual_seed(0)
+    w = [torch.randn(s, generator=g).to(torch.bfloat16) for s in ((512, 784), (512, 512), (10, 512))]
+    f32 = {s: torch.empty(s) for s in ((BATCH, 512), (BATCH, 10), (10, 512), (512, 512), (512, 784))}
+    b16 = {s: torch.randn(s).to(torch.bfloat16) for s in ((BATCH, 512), (BATCH, 10))}
+
+    def epoch():
+        t0 = time.perf_counter()
+        for s in range(0, n - BATCH + 1, BATCH):
+            xb = xt[s:s + BATCH]
+            h, zz = b16[(BATCH, 512)], b16[(BATCH, 10)]
+            mm(xb, w[0], f32[(BATCH, 512)], tb=True)
+            mm(h, w[1], f32[(BATCH, 512)], tb=True)
+            mm(h, w[2], f32[(BATCH, 10)], tb=True)
+            mm(zz, h, f32[(10, 512)], ta=True)
+            mm(zz, w[2], f32[(BATCH, 512)])
+            mm(h, h, f32[(512, 512)], ta=True)
+            mm(h, w[1], f32[(BATCH, 512)])
+            mm(h, xb, f32[(512, 784)], ta=True)
+        return time.perf_counter() - t0
+
+    return _timed(epoch), ""
+
+
+def mlplab_bf16_seconds(x, y):
+    from mlplab.train import Trainer
+
+    model = __import__("mlplab").build(SPEC, x.shape[1], seed=0)
+    trainer = Trainer(model, optimizer="sgd", lr=LR, batch_size=BATCH, seed=0, precision="bf16")
+
+    def epoch():
+        return trainer.fit(x, y, epochs=trainer.history.epochs_done + 1).rows[-1]["seconds"]
+
+    return _timed(epoch), ""
+
+
+def torch_bf16_seconds(x, y):
+    import torch
+    from torch.nn import functional as F
+
+    model = _torch_model()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, foreach=True)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    n = xt.shape[0]
+
+    def epoch():
+        perm = torch.randperm(n)
+        xs, ys = xt[perm], yt[perm]
+        t0 = time.perf_counter()
+        for s in range(0, n, BATCH):
+            opt.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                logits = model(xs[s:s + BATCH])
+            F.cross_entropy(logits.float(), ys[s:s + BATCH]).backward()
+            opt.step()
         return time.perf_counter() - t0
 
     return _timed(epoch), ""
@@ -216,7 +302,8 @@ def keras_torch_seconds(x, y):
 
 RUNNERS = {"gemm": gemm_seconds, "mlplab": mlplab_seconds, "torch": torch_seconds,
            "dataloader": dataloader_seconds, "sklearn": sklearn_seconds, "keras_tf": keras_tf_seconds,
-           "keras_torch": keras_torch_seconds}
+           "keras_torch": keras_torch_seconds, "gemm_bf16": gemm_bf16_seconds, "mlplab_bf16": mlplab_bf16_seconds,
+           "torch_bf16": torch_bf16_seconds}
 
 
 def _child(name: str, n: int, threads: int | None) -> None:
@@ -311,6 +398,12 @@ def main(argv=None) -> int:
             print(f"| {CONTENDERS[name]:<58} |       - |                 - | {r.get('note')}")
     mine = fractions.get("mlplab")
     print(f"mlplab/gemm = {mine:.2f}" if mine is not None else "mlplab/gemm = n/a")
+    if "mlplab_bf16" in names:
+        # issue 15's goals, as paired per-round ratios: mlplab bf16's epoch against the fp32 and bf16 bounds
+        for bound in ("gemm", "gemm_bf16"):
+            b, m = results.get(bound, {}).get("seconds"), results["mlplab_bf16"].get("seconds")
+            if b and m and len(b) == len(m):
+                print(f"mlplab_bf16/{bound} time ratio = {statistics.median(mm / bb for bb, mm in zip(b, m)):.2f}")
     return 0
 
 

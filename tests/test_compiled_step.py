@@ -32,15 +32,9 @@ def k():
     return loaded
 
 
-def _python_path(monkeypatch):
-    monkeypatch.setattr(compiled_step, "for_model", lambda *a: None)
-
-
-def _run(spec, settings, steps, dtype, monkeypatch, compiled: bool):
+def _run(spec, settings, steps, dtype, compiled: bool):
     """Train `steps` batches; returns (losses, corrects, parameters, momentum buffers)."""
-    with monkeypatch.context() as m:
-        if not compiled:
-            _python_path(m)
+    with engine.use_route("c-step" if compiled else "c-kernels"):
         model = build(spec, 6, seed=3).to(dtype)
         opt = torch.optim.SGD(model.parameters(), lr=0.3, **settings)
         fused = FusedSGD(opt)
@@ -60,10 +54,10 @@ def _run(spec, settings, steps, dtype, monkeypatch, compiled: bool):
 
 @pytest.mark.parametrize("settings", SETTINGS, ids=settings_id)
 @pytest.mark.parametrize("spec", SPECS)
-def test_compiled_step_matches_the_python_path(k, monkeypatch, spec, settings):
+def test_compiled_step_matches_the_python_path(k, spec, settings):
     steps = [13, 13, 5, 40, 1]  # a short last batch, a larger one (the work buffers grow), a single sample
-    got = _run(spec, settings, steps, torch.float64, monkeypatch, compiled=True)
-    ref = _run(spec, settings, steps, torch.float64, monkeypatch, compiled=False)
+    got = _run(spec, settings, steps, torch.float64, compiled=True)
+    ref = _run(spec, settings, steps, torch.float64, compiled=False)
     assert got[0] == pytest.approx(ref[0], rel=1e-11, abs=1e-12)
     assert got[1] == ref[1]
     for a, b in zip(got[2] + got[3], ref[2] + ref[3]):
@@ -71,13 +65,11 @@ def test_compiled_step_matches_the_python_path(k, monkeypatch, spec, settings):
 
 
 @pytest.mark.parametrize("settings", [SETTINGS[3], SETTINGS[5]], ids=["momentum-wd", "nesterov-wd"])
-def test_notebook_net_float32_matches(k, monkeypatch, settings):
+def test_notebook_net_float32_matches(k, settings):
     spec = "512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax"
 
     def run(compiled):
-        with monkeypatch.context() as m:
-            if not compiled:
-                _python_path(m)
+        with engine.use_route("c-step" if compiled else "c-kernels"):
             model = build(spec, 784, seed=0)
             fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.05, **settings))
             data, gen = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
@@ -103,6 +95,7 @@ def test_the_compiled_step_is_what_runs(k, monkeypatch):
     monkeypatch.setattr(engine, "_training_loss", fail)
     model = build("8:relu,dropout:0.2,3:softmax", 4, seed=0)
     fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.1))
+    assert engine.choose_route(model, "cpu", torch.float32, fused).name == "c-step"
     loss_sum, n_correct = engine.train_step(model, torch.randn(10, 4), torch.randint(0, 3, (10,)),
                                             "categorical_crossentropy", sgd=fused)
     assert isinstance(loss_sum, float) and 0 <= n_correct <= 10
@@ -116,7 +109,8 @@ def test_the_compiled_step_is_what_runs(k, monkeypatch):
 def test_other_nets_use_the_python_path(k, spec, loss):
     model = build(spec, 4, seed=0)
     fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.1))
-    assert compiled_step.for_model(model, fused, k, torch.zeros(2, 4)) is None
+    assert compiled_step.for_model(model, fused, k, torch.float32) is None
+    assert engine.choose_route(model, "cpu", torch.float32, fused, loss).name == "c-kernels"
 
 
 def test_non_contiguous_batches_and_float_targets_fall_back(k, monkeypatch):
@@ -124,7 +118,7 @@ def test_non_contiguous_batches_and_float_targets_fall_back(k, monkeypatch):
     fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.1))
     x = torch.randn(4, 10).t()  # (10, 4), not contiguous
     y = torch.randint(0, 3, (10,))
-    step = compiled_step.for_model(model, fused, k, x)
+    step = compiled_step.for_model(model, fused, k, x.dtype)
     assert step is not None and step(x, y, None, fused) is None
     assert step(x.contiguous(), torch.eye(3)[y], None, fused) is None  # one-hot targets
     loss_sum, _ = engine.train_step(model, x, y, "categorical_crossentropy", sgd=fused)  # still trains
@@ -150,7 +144,7 @@ def test_foreign_momentum_buffers_after_double_go_to_the_python_path(k):
     engine.train_step(model, torch.randn(6, 4), y, "categorical_crossentropy", sgd=fused)  # float32 buffers
     model.double()  # the same Parameter objects, now float64; the optimizer still holds float32 buffers
     x64 = torch.randn(6, 4, dtype=torch.float64)
-    step = compiled_step.for_model(model, fused, k, x64)
+    step = compiled_step.for_model(model, fused, k, x64.dtype)
     assert step is not None
     assert step(x64, y, None, fused) is None  # never handed to C as float64 memory
 
@@ -159,7 +153,7 @@ def test_labels_off_the_cpu_go_to_the_python_path(k):
     model = build("8:relu,3:softmax", 4, seed=0)
     fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.1))
     x = torch.randn(6, 4)
-    step = compiled_step.for_model(model, fused, k, x)
+    step = compiled_step.for_model(model, fused, k, x.dtype)
     assert step(x, torch.zeros(6, dtype=torch.int64, device="meta"), None, fused) is None
 
 
@@ -180,13 +174,11 @@ def test_an_interrupted_first_momentum_step_leaves_no_buffers(k, monkeypatch):
 
 
 @pytest.mark.parametrize("compiled", [True, False])
-def test_an_empty_batch_is_refused_on_both_paths(k, monkeypatch, compiled):
-    if not compiled:
-        _python_path(monkeypatch)
+def test_an_empty_batch_is_refused_on_both_paths(k, compiled):
     model = build("8:relu,3:softmax", 4, seed=0)
     fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1))
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(MlplabError, match="empty batch"):
+    with engine.use_route("c-step" if compiled else "c-kernels"), pytest.raises(MlplabError, match="empty batch"):
         engine.train_step(model, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), "categorical_crossentropy",
                           sgd=fused)
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))

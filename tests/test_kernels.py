@@ -145,8 +145,8 @@ def test_whole_step_same_masks_and_gradients_on_both_paths(k, monkeypatch):
     model = build(spec, 784, seed=0)
     loss_c, _ = engine.train_step(model, x, y, "categorical_crossentropy", torch.Generator().manual_seed(1))
     compiled = [p.grad.clone() for p in model.parameters()]
-    monkeypatch.setattr(kernels, "for_tensor", lambda t: None)
-    loss_t, _ = engine.train_step(model, x, y, "categorical_crossentropy", torch.Generator().manual_seed(1))
+    with engine.use_route("torch-ops"):
+        loss_t, _ = engine.train_step(model, x, y, "categorical_crossentropy", torch.Generator().manual_seed(1))
     assert isinstance(loss_c, float) and isinstance(loss_t, torch.Tensor)  # really the two paths
     assert float(loss_c) == pytest.approx(float(loss_t), rel=1e-5)
     for a, p in zip(compiled, model.parameters()):
@@ -168,7 +168,7 @@ def fresh(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not HAVE_CC, reason="no C compiler")
 def test_build_caches_one_library_and_reuses_it(fresh):
-    assert kernels.get() is not None
+    assert kernels.get() is not None and kernels.failure() is None
     assert kernels.status().startswith("compiled C kernels, the whole step in C on PyTorch's BLAS (")
     libs = list((fresh / "cache" / "mlplab" / "kernels").glob("*/libmlplab_kernels.so"))
     assert len(libs) == 1 and not list(libs[0].parent.glob("*.tmp"))
@@ -195,6 +195,7 @@ def test_a_broken_compiler_falls_back_with_the_reason(fresh, monkeypatch, cc, re
     monkeypatch.setenv("CC", cc)
     assert kernels.get() is None
     assert kernels.status().startswith(f"PyTorch fallback ({reason}")
+    assert isinstance(kernels.failure(), kernels.BuildFailed)  # the kind is a type, not a message prefix
     model = build("8:relu,dropout:0.5,3:softmax", 4, seed=0)  # training still works, on PyTorch ops
     loss_sum, _ = engine.train_step(model, torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]),
                                     "categorical_crossentropy")
@@ -205,6 +206,7 @@ def test_switched_off_by_environment(fresh, monkeypatch):
     monkeypatch.setenv("MLPLAB_KERNELS", "0")
     assert kernels.get() is None
     assert kernels.status() == "PyTorch fallback (MLPLAB_KERNELS=0)"
+    assert isinstance(kernels.failure(), kernels.KernelsOff)
 
 
 @pytest.mark.skipif(not shutil.which("gcc"), reason="no gcc")
@@ -225,6 +227,7 @@ def test_unwritable_cache_and_no_compiler_falls_back(fresh, monkeypatch):
     monkeypatch.setenv("CC", "/nonexistent/cc")
     assert kernels.get() is None
     assert kernels.status().startswith("PyTorch fallback (cannot write the kernel cache")
+    assert isinstance(kernels.failure(), kernels.CacheUnwritable)
 
 
 def test_cli_trains_without_a_compiler_and_says_so(tmp_path):
@@ -244,3 +247,18 @@ def test_cli_trains_without_a_compiler_and_says_so(tmp_path):
                      "could not run: No such file or directory)"]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["environment"]["cpu_kernels"].startswith("PyTorch fallback (the C compiler")
+
+
+def test_the_step_structs_match_the_library_layout(k):
+    """kernels.py's Step/Layer and kernels.c's mlplab_step/mlplab_layer agree on every size and offset (the load
+    refuses a library that disagrees; this checks the check sees real numbers)."""
+    import ctypes
+
+    expected = kernels._layout()
+    assert expected[:2] == [ctypes.sizeof(kernels.Layer), ctypes.sizeof(kernels.Step)] and expected[0] >= 80
+    lib = ctypes.CDLL(str(kernels.library_path()))
+    lib.mlplab_step_layout.restype = ctypes.c_int64
+    out = (ctypes.c_int64 * len(expected))()
+    assert lib.mlplab_step_layout(ctypes.byref(out), ctypes.c_int64(len(expected))) == len(expected)
+    assert list(out) == expected
+    assert lib.mlplab_step_layout(ctypes.byref(out), ctypes.c_int64(3)) == -1

@@ -18,6 +18,6 @@ def note_cpu_kernels(device) -> None:
         on_cpu = resolve_device(device).type == "cpu"
     except MlplabError:
         return  # a bad --device is reported by the training code, with the allowed values
-    status = kernels.status() if on_cpu else ""
-    if status.startswith("PyTorch fallback") and "MLPLAB_KERNELS=0" not in status:
-        click.echo(f"mlplab: note: training uses the slower {status}", err=True)
+    failure = kernels.failure() if on_cpu else None
+    if failure is not None and not isinstance(failure, kernels.KernelsOff):
+        click.echo(f"mlplab: note: training uses the slower {kernels.status()}", err=True)

@@ -1,4 +1,5 @@
-"""The whole training step in one compiled call, for the nets most runs train: kernels.c's mlplab_train_step.
+"""The whole training step in one compiled call, for the nets most runs train: kernels.c's mlplab_train_step (and
+mlplab_train_step_bf16 for bf16 mixed precision: bf16 products with float32 accumulation, float32 everything else).
 
 It applies when (checked once per model, then a few cheap checks per step): the tensors are float32/float64 on
 the CPU, the compiled kernels loaded and PyTorch exports its BLAS gemm (kernels.Kernels.gemm), every hidden layer
@@ -18,41 +19,52 @@ import threading
 
 import torch
 
-from mlplab.model import kernels, masks
+from mlplab.model import activations, kernels, masks
 from mlplab.model.kernels import Kernels
 
-RELU, DROPOUT = 1, 2  # the bits of kernels.c's acts[]
-_ACT_CODES = {"relu": RELU, "linear": 0}
 _CTYPES = {torch.float32: ctypes.c_float, torch.float64: ctypes.c_double}
 
 
 class CompiledStep:
-    """One model's static layout (sizes, activation codes, mask constants) and its reusable work buffers."""
+    """One model's static layout (kernels.Step and its Layers: sizes, activation codes, mask constants) and its
+    reusable work buffers."""
 
-    def __init__(self, model, k: Kernels, dtype: torch.dtype):
-        self.k, self.dtype, self.plan = k, dtype, model.plan
+    def __init__(self, model, k: Kernels, dtype: torch.dtype, precision: str = "fp32"):
+        self.k, self.dtype, self.plan, self.precision = k, dtype, model.plan, precision
+        self.bf16 = precision == "bf16"
+        self.call = k.train_step_bf16 if self.bf16 else k.train_step
         plan = model.plan
         self.n_layers = len(plan)
-        hidden = plan[:-1]
-        self.dims = (ctypes.c_int64 * (self.n_layers + 1))(model.input_dim, *(lin.out_features for lin, _, _ in plan))
-        self.acts = (ctypes.c_int32 * max(1, len(hidden)))(
-            *(_ACT_CODES[act] | (DROPOUT if rate > 0 else 0) for _, act, rate in hidden))
-        constants = [masks.kernel_constants(rate) if rate > 0 else (0, 1.0) for _, _, rate in hidden]
-        self.thresholds = (ctypes.c_int32 * max(1, len(hidden)))(*(t for t, _ in constants))
-        self.scales = (_CTYPES[dtype] * max(1, len(hidden)))(*(s for _, s in constants))
-        self.dropout_layers = [i for i, (_, _, rate) in enumerate(hidden) if rate > 0]
-        self.keys = (ctypes.c_uint64 * max(1, len(hidden)))()
-        self.ptrs = (ctypes.c_void_p * (7 * self.n_layers + 1))()
+        self.dims = [model.input_dim, *(lin.out_features for lin, _, _ in plan)]
+        self.layers = (kernels.Layer * self.n_layers)()
+        self.dropout_layers = []
+        for i, (lin, act, rate) in enumerate(plan):
+            layer = self.layers[i]
+            layer.units = lin.out_features
+            if i < self.n_layers - 1:
+                layer.flags = activations.REGISTRY[act].compiled | (activations.COMPILED_DROPOUT if rate > 0 else 0)
+                layer.threshold, layer.scale = masks.kernel_constants(rate) if rate > 0 else (0, 1.0)
+                if rate > 0:
+                    self.dropout_layers.append(i)
+        self.args = kernels.Step(gemm=k.gemm, layers=ctypes.cast(self.layers, ctypes.POINTER(kernels.Layer)),
+                                 input_dim=model.input_dim, n_layers=self.n_layers, gemm_bf16=k.gemm_bf16)
+        # bf16: each layer's weights rounded once per step into a buffer of their own
+        self.weights_bf16 = [torch.empty(lin.out_features, lin.in_features, dtype=torch.bfloat16)
+                             for lin, _, _ in plan] if self.bf16 else []
+        for layer, wb in zip(self.layers, self.weights_bf16):
+            layer.weight_bf16 = wb.data_ptr()
+        self.args_ref = ctypes.byref(self.args)
         self.capacity = 0
         self.buffers: list[torch.Tensor] = []
-        self.stats = (ctypes.c_double * 2)()  # the step's (loss sum, correct count)
         self._lock = threading.Lock()
 
     @staticmethod
-    def applies_to(model, dtype: torch.dtype) -> bool:
+    def applies_to(model, dtype: torch.dtype, precision: str = "fp32", k: Kernels | None = None) -> bool:
         plan = model.plan
+        if precision == "bf16" and not (dtype == torch.float32 and k is not None and k.train_step_bf16 is not None):
+            return False
         return (dtype in _CTYPES and plan[-1][1] == "softmax" and plan[-1][0].out_features > 1
-                and all(act in _ACT_CODES for _, act, _ in plan[:-1])
+                and all(activations.REGISTRY[act].compiled is not None for _, act, _ in plan[:-1])
                 and model.input_dim <= _INT_MAX and all(lin.out_features <= _INT_MAX for lin, _, _ in plan))
 
     def _workspace(self, n: int) -> None:
@@ -64,10 +76,18 @@ class CompiledStep:
         dh = [None] + [torch.empty(n, dims[i], dtype=self.dtype) for i in range(1, self.n_layers)]
         dz = torch.empty(n, dims[-1], dtype=self.dtype)
         self.buffers = z + [t for t in dh if t is not None] + [dz]  # kept alive while their pointers are used
-        for i in range(self.n_layers):
-            self.ptrs[7 * i + 5] = z[i].data_ptr()
-            self.ptrs[7 * i + 6] = dh[i].data_ptr() if dh[i] is not None else None
-        self.ptrs[7 * self.n_layers] = dz.data_ptr()
+        for i, layer in enumerate(self.layers):
+            layer.z = z[i].data_ptr()
+            layer.dh = dh[i].data_ptr() if dh[i] is not None else None
+        self.args.dz_out = dz.data_ptr()
+        if self.bf16:  # the rounded inputs of the products: the batch, outputs, output gradients
+            xb = torch.empty(n, dims[0], dtype=torch.bfloat16)
+            zb = [torch.empty(n, u, dtype=torch.bfloat16) for u in dims[1:]]
+            dzb = [torch.empty(n, u, dtype=torch.bfloat16) for u in dims[1:]]
+            self.buffers += [xb, *zb, *dzb]
+            self.args.x_bf16 = xb.data_ptr()
+            for i, layer in enumerate(self.layers):
+                layer.z_bf16, layer.dz_bf16 = zb[i].data_ptr(), dzb[i].data_ptr()
         self.capacity = n
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, generator, sgd):
@@ -82,13 +102,13 @@ class CompiledStep:
             return self._step(x, y, n, generator, sgd)
 
     def _step(self, x, y, n, generator, sgd):
-        ptrs, plan, dims = self.ptrs, self.plan, self.dims
+        layers, plan, dims, args = self.layers, self.plan, self.dims, self.args
         params = []
         for i, (lin, _, _) in enumerate(plan):
             w, b = lin._parameters["weight"], lin._parameters["bias"]  # not via nn.Module.__getattr__: per step
             if not (_fits(w, self.dtype, (dims[i + 1], dims[i])) and _fits(b, self.dtype, (dims[i + 1],))):
                 return None
-            ptrs[7 * i], ptrs[7 * i + 1] = w.data_ptr(), b.data_ptr()
+            layers[i].weight, layers[i].bias = w.data_ptr(), b.data_ptr()
             params += (w, b)
         mu, new_bufs = sgd.momentum, None
         if mu:
@@ -100,27 +120,27 @@ class CompiledStep:
                 bufs = new_bufs = [torch.empty_like(p) for p in params]
             elif not all(buf is not None and _fits(buf, self.dtype, p.shape) for buf, p in zip(bufs, params)):
                 return None  # partial or foreign buffers (another dtype after model.double()): the Python path
-            for i in range(self.n_layers):
-                ptrs[7 * i + 2], ptrs[7 * i + 3] = bufs[2 * i].data_ptr(), bufs[2 * i + 1].data_ptr()
-                ptrs[7 * i + 4] = sgd.scratch(params[2 * i]).data_ptr()
+            for i, layer in enumerate(layers):
+                layer.weight_momentum, layer.bias_momentum = bufs[2 * i].data_ptr(), bufs[2 * i + 1].data_ptr()
+                layer.scratch = sgd.scratch(params[2 * i]).data_ptr()
         else:
-            for i in range(self.n_layers):
-                ptrs[7 * i + 2] = ptrs[7 * i + 3] = ptrs[7 * i + 4] = None
+            for layer in layers:
+                layer.weight_momentum = layer.bias_momentum = layer.scratch = None
         self._workspace(n)
         if self.dropout_layers:
             for i, key in zip(self.dropout_layers, masks.draw_keys(len(self.dropout_layers), generator, x.device)):
-                self.keys[i] = key % 2 ** 64
-        k = self.k
-        rc = k.train_step(k.gemm, self.n_layers, dims, self.acts, self.thresholds, self.scales, self.keys, ptrs,
-                          x.data_ptr(), y.data_ptr(), n, sgd.lr, mu, sgd.weight_decay, int(sgd.nesterov),
-                          int(new_bufs is not None), self.stats)
+                layers[i].key = key % 2 ** 64
+        args.x, args.y, args.n = x.data_ptr(), y.data_ptr(), n
+        args.lr, args.momentum, args.weight_decay = sgd.lr, mu, sgd.weight_decay
+        args.nesterov, args.init = int(sgd.nesterov), int(new_bufs is not None)
+        rc = self.call(self.args_ref)
         if rc == -1:
             if new_bufs is not None:
                 for p, buf in zip(params, new_bufs):
                     sgd.optimizer.state[p]["momentum_buffer"] = buf
             # written through pointers: tell autograd, as an in-place PyTorch op would
             torch.autograd.graph.increment_version(params)
-            return self.stats[0], self.stats[1]
+            return args.stats[0], args.stats[1]
         if rc >= 0:
             raise kernels.label_out_of_range(int(y[rc]), dims[self.n_layers])
         raise MemoryError("out of memory in the compiled training step")
@@ -133,14 +153,9 @@ def _fits(t: torch.Tensor, dtype: torch.dtype, shape) -> bool:
     return t.dtype == dtype and t.is_cpu and t.is_contiguous() and tuple(t.shape) == tuple(shape)
 
 
-def for_model(model, sgd, k: Kernels | None, x: torch.Tensor) -> CompiledStep | None:
-    """The model's compiled step (made once and kept on the FusedSGD, by model), or None where it does not
-    apply."""
-    if k is None or k.gemm is None:
+def for_model(model, sgd, k: Kernels | None, dtype: torch.dtype, precision: str = "fp32") -> CompiledStep | None:
+    """A compiled step for the model (a new one), or None where it does not apply; engine.choose_route is what
+    picks it for training and keeps it."""
+    if k is None or k.gemm is None or sgd is None or not CompiledStep.applies_to(model, dtype, precision, k):
         return None
-    cache = sgd.compiled_steps
-    entry = cache.get(id(model))
-    if entry is None or entry[0] is not model.plan or entry[1] is not x.dtype:
-        step = CompiledStep(model, k, x.dtype) if CompiledStep.applies_to(model, x.dtype) else None
-        entry = cache[id(model)] = (model.plan, x.dtype, step)
-    return entry[2]
+    return CompiledStep(model, k, dtype, precision)

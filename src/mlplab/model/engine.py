@@ -29,6 +29,11 @@ Contract (docs/INTERNALS.md):
 - n_correct counts argmax(output) == label per sample; for binary_crossentropy with float targets or one output unit
   it is Keras's binary accuracy (threshold 0.5) averaged over the outputs, so it can be fractional.
 
+Routes: which implementation runs a model's steps (the whole step in C, C kernels between PyTorch ops, PyTorch ops;
+with precision bf16 the compiled bf16 step or autograd under torch.autocast) is chosen once per (model, device,
+dtype, optimizer, loss, precision) by choose_route, named in run manifests; set_route/use_route caps it (tests
+run every route through it).
+
 reference_step() computes the same with plain autograd (the same keys from the generator, the same masks)
 and is what the tests compare against.
 """
@@ -36,19 +41,112 @@ and is what the tests compare against.
 from __future__ import annotations
 
 import ctypes
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
 
 from mlplab.errors import MlplabError
-from mlplab.model import compiled_step, kernels, masks
+from mlplab.model import activations, compiled_step, kernels, masks
 from mlplab.model.masks import draw_mask, keep_probability  # noqa: F401  (the engine's public API)
-from mlplab.model.mlp import LEAKY_SLOPE, MLP, activate
+from mlplab.model.mlp import MLP, activate
 
 LOSSES = ("categorical_crossentropy", "binary_crossentropy", "mse")
 EPSILON = 1e-7  # Keras's backend epsilon: the clip for probability-space losses
 
-_aten = torch.ops.aten
+# --- the route: which implementation runs a model's steps, chosen once per (model, device, dtype, optimizer) ------
+ROUTES = ("c-step", "c-kernels", "torch-ops")  # fastest first
+BF16_ROUTES = ("c-step-bf16", "autocast-bf16")  # what the first and the other two become with precision bf16
+ROUTE_DESCRIPTIONS = {
+    "c-step": "the whole step in one compiled call (model/compiled_step.py)",
+    "c-kernels": "PyTorch ops with the compiled element-wise kernels between them (model/kernels.py)",
+    "torch-ops": "PyTorch ops only",
+    "c-step-bf16": "the whole step in one compiled call, bf16 products with float32 accumulation",
+    "autocast-bf16": "torch.autograd under torch.autocast(bfloat16), float32 master weights and optimizer",
+}
+ROUTE_SETTINGS = ("auto", *ROUTES)
+_route_setting = "auto"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A chosen route: its name (recorded in run manifests), the compiled kernels it uses (None: PyTorch ops) and
+    the compiled whole step (None: the step runs op by op from Python)."""
+    name: str
+    kernels: "kernels.Kernels | None"
+    step: "compiled_step.CompiledStep | None"
+
+
+def set_route(name: str) -> str:
+    """Set the fastest route the engine may take ("auto": the fastest that applies); returns the previous setting.
+
+    A route that does not apply to a model (the whole step for a tanh net, compiled kernels on a GPU) falls to
+    the next one down. Tests use this to run the same step on each route."""
+    global _route_setting
+    if name not in ROUTE_SETTINGS:
+        raise MlplabError(f"unknown engine route {name!r}; allowed: {', '.join(ROUTE_SETTINGS)}")
+    previous, _route_setting = _route_setting, name
+    return previous
+
+
+def route_setting() -> str:
+    return _route_setting
+
+
+@contextmanager
+def use_route(name: str):
+    """set_route for the duration of a with block."""
+    previous = set_route(name)
+    try:
+        yield
+    finally:
+        set_route(previous)
+
+
+def choose_route(model: MLP, device, dtype: torch.dtype, sgd=None, loss: str = "categorical_crossentropy",
+                 precision: str = "fp32") -> Route:
+    """The route train_step takes for this model, device, dtype, optimizer (a FusedSGD or None), loss and
+    precision ("fp32" or "bf16", model/precision.py): the fastest the setting allows that applies. Chosen once
+    and kept (with the compiled step's work buffers); builds the compiled kernels on first use."""
+    device = torch.device(device)
+    key = (dtype, device, sgd is not None, loss, _route_setting, precision)
+    by_key = _routes.get(model)
+    if by_key is None:
+        by_key = _routes[model] = {}
+    route = by_key.get(key)
+    if route is None:
+        route = by_key[key] = _new_route(model, device, dtype, sgd, loss, _route_setting, precision)
+    return route
+
+
+# model -> {(dtype, device, optimizer kind, loss, setting): Route}; weak, so a model's routes (and the compiled
+# step's work buffers) go with it, and a copy of a model (deepcopy) gets routes of its own
+_routes: "weakref.WeakKeyDictionary[MLP, dict]" = weakref.WeakKeyDictionary()
+
+
+def _new_route(model, device, dtype, sgd, loss, setting, precision) -> Route:
+    if precision not in ("fp32", "bf16"):
+        raise MlplabError(f"unknown precision {precision!r}; allowed: fp32, bf16")
+    k = None
+    if setting != "torch-ops" and device.type == "cpu":
+        loaded = kernels.get()
+        k = loaded.get(dtype) if loaded is not None else None
+    step = None
+    if setting in ("auto", "c-step") and loss == "categorical_crossentropy":
+        step = compiled_step.for_model(model, sgd, k, dtype, precision)
+    if precision == "bf16":
+        return Route("c-step-bf16", k, step) if step is not None else Route("autocast-bf16", None, None)
+    return Route("c-step" if step is not None else "c-kernels" if k is not None else "torch-ops", k, step)
+
+
+def _cached_route(model: MLP, x: torch.Tensor, sgd, loss: str, precision: str) -> Route:
+    # choose_route's lookup without its argument handling: this runs every step
+    by_key = _routes.get(model)
+    key = (x.dtype, x.device, sgd is not None, loss, _route_setting, precision)
+    route = by_key.get(key) if by_key is not None else None
+    return route if route is not None else choose_route(model, x.device, x.dtype, sgd, loss, precision)
 
 
 # --- shared pieces -----------------------------------------------------------------------------------------------
@@ -92,41 +190,15 @@ def _n_correct(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:
     return (out.argmax(1) == labels).sum().to(out.dtype)
 
 
-# --- activation backward (closed form, from the saved output or pre-activation) ----------------------------------
+# --- activations: the closed forms come from the activation table (model/activations.py) ------------------------
 def _act_backward(g: torch.Tensor, act: str, a: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
     """dL/dz from g = dL/da, where a = act(z). May modify g in place."""
-    if act == "relu":
-        return masks.relu_backward_(g, a)
-    if act == "linear":
-        return g
-    if act == "sigmoid":
-        return _aten.sigmoid_backward(g, a)              # g * a * (1 - a)
-    if act == "tanh":
-        return _aten.tanh_backward(g, a)                 # g * (1 - a^2)
-    if act == "softplus":
-        return g.mul_(torch.expm1(a.neg()).neg_())       # sigmoid(z) = 1 - exp(-softplus(z))
-    if act == "leaky_relu":
-        return _aten.leaky_relu_backward(g, a, LEAKY_SLOPE, True)  # sign(a) == sign(z) for a positive slope
-    if act == "gelu":
-        return _aten.gelu_backward(g, z)                 # needs the pre-activation
-    if act == "softmax":
-        return _aten._softmax_backward_data(g, a, 1, a.dtype)  # a * (g - sum(g * a))
-    raise MlplabError(f"unknown activation {act!r}")
+    return activations.get(act).backward(g, a, z)
 
 
 def _act_forward_(z: torch.Tensor, act: str) -> torch.Tensor:
     """Activation applied in place where the backward can be computed from the output alone."""
-    if act == "relu":
-        return z.relu_()
-    if act == "linear":
-        return z
-    if act == "sigmoid":
-        return z.sigmoid_()
-    if act == "tanh":
-        return z.tanh_()
-    if act == "leaky_relu":
-        return F.leaky_relu_(z, LEAKY_SLOPE)
-    return activate(z, act)  # softplus, gelu, softmax: out of place (gelu keeps z for its backward)
+    return activations.get(act).forward_(z)
 
 
 # --- the loss: value and dL/dz of the output layer -----------------------------------------------------------------
@@ -191,11 +263,13 @@ def _training_loss(z: torch.Tensor, y: torch.Tensor, loss: str, act: str, k):
 
 # --- the hot path ----------------------------------------------------------------------------------------------------
 def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
-               generator: torch.Generator | None = None, sgd=None):
+               generator: torch.Generator | None = None, sgd=None, precision: str = "fp32"):
     """One closed-form forward + backward on a batch; returns (loss_sum, n_correct) (see the module's contract).
 
     Writes p.grad, or with `sgd` (a FusedSGD) applies that optimizer's update to the parameters during the
-    backward instead (p.grad untouched; see fused_sgd.py).
+    backward instead (p.grad untouched; see fused_sgd.py). precision "bf16": bf16 products with float32
+    accumulation, float32 master weights (the compiled bf16 step, else autograd under torch.autocast, which
+    steps `sgd`'s optimizer itself).
     """
     _check(model, x, y, loss)
     if x.shape[0] == 0:
@@ -204,13 +278,17 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
         sgd.begin()
     # Per-step Python work is a visible share of a step at batch 128 (~50 us of ~3 ms), so the loops below read
     # each parameter once and resolve the compiled kernels once.
-    k = kernels.for_tensor(x)
-    if sgd is not None and loss == "categorical_crossentropy":
-        step = compiled_step.for_model(model, sgd, k, x)  # the whole step in one compiled call, where it applies
-        if step is not None:
-            result = step(x, y, generator, sgd)
-            if result is not None:
-                return result
+    route = _cached_route(model, x, sgd, loss, precision)
+    k = route.kernels
+    if route.step is not None:  # the whole step in one compiled call
+        result = route.step(x, y, generator, sgd)
+        if result is not None:
+            return result
+    if precision == "bf16":
+        loss_sum, n_correct = reference_step(model, x, y, loss, generator, autocast=True)
+        if sgd is not None:
+            sgd.optimizer.step()
+        return loss_sum, n_correct
     plan = model.plan
     last = len(plan) - 1
     keys = iter(masks.draw_keys(model.n_dropout, generator, x.device)) if model.n_dropout else None
@@ -227,7 +305,7 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
             z = F.linear(h, w, b)  # (N, units): addmm(b, h, w^T)
             if i == last:
                 break
-            zk = z if act == "gelu" else None
+            zk = z if activations.REGISTRY[act].needs == "input" else None
             key = next(keys) if rate > 0.0 else None
             if key is not None and act == "relu":
                 # relu's backward reads only the sign of its output, and the masked output is positive exactly
@@ -366,22 +444,29 @@ def reference_loss(out_or_logits: torch.Tensor, y: torch.Tensor, loss: str, act:
 
 
 def reference_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """train_step computed by torch.autograd: same masks (same generator draws), p.grad overwritten."""
+                   generator: torch.Generator | None = None,
+                   autocast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """train_step computed by torch.autograd: same masks (same generator draws), p.grad overwritten.
+
+    autocast: the forward under torch.autocast(bfloat16) (the hidden layers run in bf16, as PyTorch's mixed
+    precision does); the loss, softmax and gradients of the float32 parameters are float32."""
     _check(model, x, y, loss)
     plan = model.plan
     keys = iter(masks.draw_keys(model.n_dropout, generator, x.device)) if model.n_dropout else None
     h = x
-    for i, (lin, act, rate) in enumerate(plan):
-        z = F.linear(h, lin.weight, lin.bias)  # (N, units)
-        if i == len(plan) - 1:
-            break
-        a = activate(z, act)
-        if rate > 0.0:
-            with torch.no_grad():
-                mask = masks.mask_from_key(a, rate, next(keys))
-            a = a * mask
-        h = a
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+        for i, (lin, act, rate) in enumerate(plan):
+            z = F.linear(h, lin.weight, lin.bias)  # (N, units)
+            if i == len(plan) - 1:
+                break
+            a = activate(z, act)
+            if rate > 0.0:
+                with torch.no_grad():
+                    mask = masks.mask_from_key(a, rate, next(keys))
+                a = a * mask
+            h = a
+    if autocast:
+        z = z.float()  # (N, C): the loss and the output activation in float32
     act = plan[-1][1]
     fused = (loss, act) in (("categorical_crossentropy", "softmax"), ("binary_crossentropy", "sigmoid"))
     out = activate(z, act)

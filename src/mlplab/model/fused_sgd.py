@@ -29,7 +29,6 @@ class FusedSGD:
             raise MlplabError("FusedSGD supports SGD without dampening and without maximize")
         self.optimizer = optimizer
         self._buffers: dict[torch.Tensor, torch.Tensor] = {}
-        self.compiled_steps: dict = {}  # id(model) -> compiled_step.for_model's entry
         self.begin()
 
     def begin(self) -> None:

@@ -19,6 +19,7 @@
  * PyTorch's multiply).
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,11 +174,43 @@ DEFINE_BIAS_SGD(double, f64)
  * transpose with leading dimension c. So Z = H W^T (H n x d, W u x d) is Z^T = W^T^T H^T: gemm(T, N, u, n, d);
  * dH = dZ W is dH^T = W^T dZ^T: gemm(N, N, d, n, u); W += a dZ^T H is W^T += a H^T dZ: gemm(N, T, d, u, n).
  *
- * ptrs holds 7 pointers per layer l: weight (u x d), bias (u), weight momentum buffer, bias momentum buffer (NULL
- * without momentum), a gradient scratch (u x d, used on the first momentum step and by Nesterov), z (n x u: the
- * layer's output, activated and masked in place), dh (n x d: the gradient w.r.t. its input; NULL for layer 0);
- * then the output gradient (n x c). acts[l] for hidden layers: bit 0 relu, bit 1 dropout. Returns -1, or the
- * first batch row whose label is outside [0, c), or -2 when out of memory (nothing is changed in both cases). */
+ * The arguments are one mlplab_step (below), mirrored field for field by model/kernels.py's Step and Layer
+ * (ctypes.Structure); mlplab_step_layout reports sizes and offsets so a mismatch is refused, never misread.
+ * Returns -1, or the first batch row whose label is outside [0, c), or -2 when out of memory (nothing is changed
+ * in both cases). */
+typedef struct {
+    void *weight, *bias;                    /* (u x d), (u) */
+    void *weight_momentum, *bias_momentum;  /* NULL without momentum */
+    void *scratch;                          /* u x d: the gradient on a first momentum step and with Nesterov */
+    void *z;                                /* n x u: the layer's output, activated and masked in place */
+    void *dh;                               /* n x d: the gradient w.r.t. its input; NULL for layer 0 */
+    int64_t units;                          /* u */
+    int32_t flags;                          /* hidden layers: MLPLAB_RELU | MLPLAB_DROPOUT */
+    int32_t threshold;                      /* dropout constants and this step's key */
+    double scale;
+    uint64_t key;
+    void *weight_bf16;                      /* bf16 only: u x d, the weights rounded to bf16 for this step */
+    void *z_bf16;                           /* bf16 only: n x u, the output rounded (the next product's input) */
+    void *dz_bf16;                          /* bf16 only: n x u, the output gradient rounded */
+} mlplab_layer;
+
+typedef struct {
+    void *gemm;                             /* the BLAS gemm of the step's type (Fortran interface) */
+    mlplab_layer *layers;
+    const void *x;                          /* n x input_dim */
+    const int64_t *y;                       /* n labels */
+    void *dz_out;                           /* n x c: the output layer's gradient */
+    int64_t n, input_dim;
+    double lr, momentum, weight_decay;
+    int32_t n_layers, nesterov, init;       /* init: the first momentum step */
+    double stats[2];                        /* out: loss sum, correct count */
+    void *gemm_bf16;                        /* bf16 only: MKL's cblas_gemm_bf16bf16f32 */
+    void *x_bf16;                           /* bf16 only: n x input_dim, the batch rounded */
+} mlplab_step;
+
+#define MLPLAB_RELU 1    /* model/activations.py's COMPILED_RELU */
+#define MLPLAB_DROPOUT 2 /* and COMPILED_DROPOUT */
+
 #define DEFINE_STEP(T, SUFFIX)                                                                            \
     typedef void (*gemm_##SUFFIX##_t)(const char *, const char *, const int *, const int *, const int *,  \
                                       const T *, const T *, const int *, const T *, const int *, const T *, \
@@ -189,48 +222,48 @@ DEFINE_BIAS_SGD(double, f64)
         T al = (T)alpha, be = (T)beta;                                                                    \
         g(&ta, &tb, &mi, &ni, &ki, &al, a, &la, b, &lb, &be, c, &lc);                                     \
     }                                                                                                     \
-    int64_t mlplab_train_step_##SUFFIX(void *gemm_fn, int32_t n_layers, const int64_t *dims,            \
-                                       const int32_t *acts, const int32_t *thresholds, const T *scales, \
-                                       const uint64_t *keys, void **ptrs, const T *x, const int64_t *y,  \
-                                       int64_t n, double lr, double mu, double wd, int32_t nesterov,     \
-                                       int32_t init, double *stats) {                                    \
-        gemm_##SUFFIX##_t g = (gemm_##SUFFIX##_t)gemm_fn;                                                 \
-        int32_t L = n_layers;                                                                             \
-        int64_t c = dims[L];                                                                              \
-        T *dz_out = (T *)ptrs[7 * L];                                                                     \
+    int64_t mlplab_train_step_##SUFFIX(mlplab_step *s) {                                                \
+        gemm_##SUFFIX##_t g = (gemm_##SUFFIX##_t)s->gemm;                                                 \
+        mlplab_layer *ly = s->layers;                                                                     \
+        int32_t L = s->n_layers, nesterov = s->nesterov, init = s->init;                                  \
+        int64_t n = s->n, c = ly[L - 1].units;                                                            \
+        double lr = s->lr, mu = s->momentum, wd = s->weight_decay;                                        \
+        const T *x = (const T *)s->x;                                                                     \
+        const int64_t *y = s->y;                                                                          \
+        T *dz_out = (T *)s->dz_out;                                                                       \
         for (int64_t i = 0; i < n; i++)                                                                   \
             if (y[i] < 0 || y[i] >= c) return i; /* checked first: a bad label changes nothing */         \
         int64_t widest = 0;                                                                               \
-        for (int32_t l = 1; l <= L; l++) widest = dims[l] > widest ? dims[l] : widest;                    \
+        for (int32_t l = 0; l < L; l++) widest = ly[l].units > widest ? ly[l].units : widest;             \
         double *acc = malloc((size_t)widest * sizeof(double)); /* bias gradient sums */                   \
         if (acc == NULL) return -2; /* before anything changed */                                        \
         const T *h = x;                                                                                   \
         for (int32_t l = 0; l < L; l++) { /* forward */                                                   \
-            int64_t d = dims[l], u = dims[l + 1];                                                         \
-            const T *W = (const T *)ptrs[7 * l], *b = (const T *)ptrs[7 * l + 1];                         \
-            T *z = (T *)ptrs[7 * l + 5];                                                                  \
+            int64_t d = l == 0 ? s->input_dim : ly[l - 1].units, u = ly[l].units;                         \
+            const T *W = (const T *)ly[l].weight, *b = (const T *)ly[l].bias;                             \
+            T *z = (T *)ly[l].z;                                                                          \
             for (int64_t i = 0; i < n; i++) memcpy(z + i * u, b, (size_t)u * sizeof(T));                  \
             gemm_call_##SUFFIX(g, 'T', 'N', u, n, d, 1.0, W, d, h, d, 1.0, z, u);                         \
             if (l < L - 1) {                                                                              \
-                int relu = acts[l] & 1, drop = acts[l] & 2;                                               \
+                int relu = ly[l].flags & MLPLAB_RELU, drop = ly[l].flags & MLPLAB_DROPOUT;                \
                 if (relu && drop)                                                                         \
-                    mlplab_relu_dropout_forward_##SUFFIX(z, n * u, keys[l], thresholds[l], scales[l]);    \
+                    mlplab_relu_dropout_forward_##SUFFIX(z, n * u, ly[l].key, ly[l].threshold, (T)ly[l].scale); \
                 else if (drop) /* linear: the backward needs nothing from the output, mask in place */    \
-                    mlplab_dropout_backward_##SUFFIX(z, n * u, keys[l], thresholds[l], scales[l]);        \
+                    mlplab_dropout_backward_##SUFFIX(z, n * u, ly[l].key, ly[l].threshold, (T)ly[l].scale); \
                 else if (relu)                                                                            \
                     for (int64_t i = 0; i < n * u; i++) z[i] = z[i] < (T)0 ? (T)0 : z[i];                 \
             }                                                                                             \
             h = z;                                                                                        \
         }                                                                                                 \
-        mlplab_softmax_xent_##SUFFIX((const T *)ptrs[7 * (L - 1) + 5], y, dz_out, n, c, (T)(1.0 / (double)n), \
-                                     stats);                                                              \
+        mlplab_softmax_xent_##SUFFIX((const T *)ly[L - 1].z, y, dz_out, n, c, (T)(1.0 / (double)n),     \
+                                     s->stats);                                                           \
         T *dz = dz_out;                                                                                   \
         for (int32_t l = L - 1; l >= 0; l--) { /* backward, each layer stepped once its dh is taken */    \
-            int64_t d = dims[l], u = dims[l + 1];                                                         \
-            T *W = (T *)ptrs[7 * l], *b = (T *)ptrs[7 * l + 1];                                           \
-            T *wbuf = (T *)ptrs[7 * l + 2], *bbuf = (T *)ptrs[7 * l + 3], *G = (T *)ptrs[7 * l + 4];      \
-            T *dh = (T *)ptrs[7 * l + 6];                                                                 \
-            const T *h_in = l == 0 ? x : (const T *)ptrs[7 * (l - 1) + 5];                                \
+            int64_t d = l == 0 ? s->input_dim : ly[l - 1].units, u = ly[l].units;                         \
+            T *W = (T *)ly[l].weight, *b = (T *)ly[l].bias;                                               \
+            T *wbuf = (T *)ly[l].weight_momentum, *bbuf = (T *)ly[l].bias_momentum, *G = (T *)ly[l].scratch; \
+            T *dh = (T *)ly[l].dh;                                                                        \
+            const T *h_in = l == 0 ? x : (const T *)ly[l - 1].z;                                          \
             int64_t wn = u * d;                                                                           \
             if (l > 0) gemm_call_##SUFFIX(g, 'N', 'N', d, n, u, 1.0, W, d, dz, u, 0.0, dh, d);            \
             if (mu == 0.0) { /* p <- (1 - lr wd) p - lr G: one product */                                 \
@@ -253,12 +286,13 @@ DEFINE_BIAS_SGD(double, f64)
             }                                                                                             \
             bias_sgd_core_##SUFFIX(b, mu == 0.0 ? NULL : bbuf, dz, n, u, lr, mu, wd, nesterov, init, acc); \
             if (l == 0) break;                                                                            \
-            int relu = acts[l - 1] & 1, drop = acts[l - 1] & 2;                                           \
-            const T *a = (const T *)ptrs[7 * (l - 1) + 5];                                                \
+            const mlplab_layer *prev = &ly[l - 1];                                                        \
+            int relu = prev->flags & MLPLAB_RELU, drop = prev->flags & MLPLAB_DROPOUT;                    \
+            const T *a = (const T *)prev->z;                                                              \
             if (relu) /* a is the masked output: positive exactly where active and kept */               \
-                mlplab_relu_backward_##SUFFIX(dh, a, d * n, drop ? scales[l - 1] : (T)1);                 \
+                mlplab_relu_backward_##SUFFIX(dh, a, d * n, drop ? (T)prev->scale : (T)1);                \
             else if (drop)                                                                                \
-                mlplab_dropout_backward_##SUFFIX(dh, d * n, keys[l - 1], thresholds[l - 1], scales[l - 1]); \
+                mlplab_dropout_backward_##SUFFIX(dh, d * n, prev->key, prev->threshold, (T)prev->scale);  \
             dz = dh;                                                                                      \
         }                                                                                                 \
         free(acc);                                                                                        \
@@ -268,5 +302,133 @@ DEFINE_BIAS_SGD(double, f64)
 DEFINE_STEP(float, f32)
 DEFINE_STEP(double, f64)
 
+/* ---------------------------------------------------------------------------------------------------------------
+ * The same whole step in bf16 mixed precision (float32 only): every matrix product takes bfloat16 inputs and
+ * accumulates into float32 (MKL's cblas_gemm_bf16bf16f32, exported by PyTorch's library, passed in as gemm_bf16);
+ * the weights, momentum buffers, biases, activations, masks, loss and softmax stay float32, exactly as in the
+ * float32 step. The inputs of each product are rounded to bf16 just before it (round to nearest even, as
+ * PyTorch's .to(torch.bfloat16)): the batch, each layer's output (after relu and dropout), each output gradient,
+ * and the weights once per step. The SGD update stays folded into the weight-gradient product, whose float32
+ * output is the master weight itself (beta = 1 - lr wd) or the momentum buffer. */
+typedef void (*gemm_bf16_t)(int layout, int transa, int transb, int m, int n, int k, float alpha, const uint16_t *a,
+                            int lda, const uint16_t *b, int ldb, float beta, float *c, int ldc);
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 }; /* CBLAS's enum values */
+
+/* float32 -> bfloat16, round to nearest even; NaN stays a (quiet) NaN */
+HOT void mlplab_to_bf16(const float *src, uint16_t *dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], sizeof u);
+        dst[i] = (u & 0x7fffffffu) > 0x7f800000u ? (uint16_t)((u >> 16) | 0x40u)
+                                                : (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    }
+}
+
+int64_t mlplab_train_step_bf16(mlplab_step *s) {
+    gemm_bf16_t g = (gemm_bf16_t)s->gemm_bf16;
+    mlplab_layer *ly = s->layers;
+    int32_t L = s->n_layers, nesterov = s->nesterov, init = s->init;
+    int64_t n = s->n, c = ly[L - 1].units;
+    double lr = s->lr, mu = s->momentum, wd = s->weight_decay;
+    const int64_t *y = s->y;
+    for (int64_t i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] >= c) return i; /* checked first: a bad label changes nothing */
+    int64_t widest = 0;
+    for (int32_t l = 0; l < L; l++) widest = ly[l].units > widest ? ly[l].units : widest;
+    double *acc = malloc((size_t)widest * sizeof(double)); /* bias gradient sums */
+    if (acc == NULL) return -2;
+    mlplab_to_bf16((const float *)s->x, (uint16_t *)s->x_bf16, n * s->input_dim);
+    const uint16_t *h = (const uint16_t *)s->x_bf16;
+    for (int32_t l = 0; l < L; l++) { /* forward */
+        int64_t d = l == 0 ? s->input_dim : ly[l - 1].units, u = ly[l].units;
+        const float *b = (const float *)ly[l].bias;
+        float *z = (float *)ly[l].z;
+        uint16_t *wb = (uint16_t *)ly[l].weight_bf16;
+        mlplab_to_bf16((const float *)ly[l].weight, wb, u * d);
+        for (int64_t i = 0; i < n; i++) memcpy(z + i * u, b, (size_t)u * sizeof(float));
+        /* Z (n x u) += Hb (n x d) Wb^T */
+        g(ROW_MAJOR, NO_TRANS, TRANS, (int)n, (int)u, (int)d, 1.0f, h, (int)d, wb, (int)d, 1.0f, z, (int)u);
+        if (l < L - 1) {
+            int relu = ly[l].flags & MLPLAB_RELU, drop = ly[l].flags & MLPLAB_DROPOUT;
+            if (relu && drop)
+                mlplab_relu_dropout_forward_f32(z, n * u, ly[l].key, ly[l].threshold, (float)ly[l].scale);
+            else if (drop)
+                mlplab_dropout_backward_f32(z, n * u, ly[l].key, ly[l].threshold, (float)ly[l].scale);
+            else if (relu)
+                for (int64_t i = 0; i < n * u; i++) z[i] = z[i] < 0.0f ? 0.0f : z[i];
+            mlplab_to_bf16(z, (uint16_t *)ly[l].z_bf16, n * u);
+            h = (const uint16_t *)ly[l].z_bf16;
+        }
+    }
+    float *dz = (float *)s->dz_out;
+    mlplab_softmax_xent_f32((const float *)ly[L - 1].z, y, dz, n, c, (float)(1.0 / (double)n), s->stats);
+    for (int32_t l = L - 1; l >= 0; l--) { /* backward, each layer stepped once its dh is taken */
+        int64_t d = l == 0 ? s->input_dim : ly[l - 1].units, u = ly[l].units;
+        float *W = (float *)ly[l].weight, *b = (float *)ly[l].bias;
+        float *wbuf = (float *)ly[l].weight_momentum, *bbuf = (float *)ly[l].bias_momentum;
+        float *G = (float *)ly[l].scratch, *dh = (float *)ly[l].dh;
+        const uint16_t *hb = l == 0 ? (const uint16_t *)s->x_bf16 : (const uint16_t *)ly[l - 1].z_bf16;
+        uint16_t *dzb = (uint16_t *)ly[l].dz_bf16;
+        int64_t wn = u * d;
+        mlplab_to_bf16(dz, dzb, n * u);
+        /* dH (n x d) = dZb (n x u) Wb (u x d), with the weights as they were in the forward */
+        if (l > 0)
+            g(ROW_MAJOR, NO_TRANS, NO_TRANS, (int)n, (int)d, (int)u, 1.0f, dzb, (int)u,
+              (const uint16_t *)ly[l].weight_bf16, (int)d, 0.0f, dh, (int)d);
+        /* the weight gradient dZb^T (u x n) Hb (n x d) */
+        if (mu == 0.0) { /* W <- (1 - lr wd) W - lr G: one product into the float32 master weights */
+            g(ROW_MAJOR, TRANS, NO_TRANS, (int)u, (int)d, (int)n, (float)-lr, dzb, (int)u, hb, (int)d,
+              (float)(1.0 - lr * wd), W, (int)d);
+        } else if (!init && !nesterov) { /* buf <- mu buf + G (+ wd W); W <- W - lr buf */
+            g(ROW_MAJOR, TRANS, NO_TRANS, (int)u, (int)d, (int)n, 1.0f, dzb, (int)u, hb, (int)d, (float)mu, wbuf,
+              (int)d);
+            if (wd != 0.0)
+                for (int64_t i = 0; i < wn; i++) wbuf[i] = wbuf[i] + (float)wd * W[i];
+            for (int64_t i = 0; i < wn; i++) W[i] = W[i] + (float)(-lr) * wbuf[i];
+        } else { /* the first momentum step, or Nesterov: the gradient itself is needed */
+            g(ROW_MAJOR, TRANS, NO_TRANS, (int)u, (int)d, (int)n, 1.0f, dzb, (int)u, hb, (int)d, 0.0f, G, (int)d);
+            for (int64_t i = 0; i < wn; i++) {
+                float gi = wd != 0.0 ? G[i] + (float)wd * W[i] : G[i];
+                wbuf[i] = init ? gi : (float)mu * wbuf[i] + gi;
+                gi = nesterov ? gi + (float)mu * wbuf[i] : wbuf[i];
+                W[i] = W[i] + (float)(-lr) * gi;
+            }
+        }
+        bias_sgd_core_f32(b, mu == 0.0 ? NULL : bbuf, dz, n, u, lr, mu, wd, nesterov, init, acc);
+        if (l == 0) break;
+        const mlplab_layer *prev = &ly[l - 1];
+        int relu = prev->flags & MLPLAB_RELU, drop = prev->flags & MLPLAB_DROPOUT;
+        if (relu) /* the float32 masked output: positive exactly where active and kept */
+            mlplab_relu_backward_f32(dh, (const float *)prev->z, d * n, drop ? (float)prev->scale : 1.0f);
+        else if (drop)
+            mlplab_dropout_backward_f32(dh, d * n, prev->key, prev->threshold, (float)prev->scale);
+        dz = dh;
+    }
+    free(acc);
+    return -1;
+}
+
 /* The library's version: model/kernels.py refuses a build whose number differs from its own. */
-int mlplab_kernels_version(void) { return 4; }
+int mlplab_kernels_version(void) { return 6; }
+
+/* sizeof(mlplab_layer), sizeof(mlplab_step), then every field's offset in declaration order (kernels.py's
+ * _layout() computes the same from its ctypes.Structures); returns how many were written, or -1 if `cap` is short. */
+int64_t mlplab_step_layout(int64_t *out, int64_t cap) {
+    const int64_t v[] = {
+        sizeof(mlplab_layer), sizeof(mlplab_step),
+        offsetof(mlplab_layer, weight), offsetof(mlplab_layer, bias), offsetof(mlplab_layer, weight_momentum),
+        offsetof(mlplab_layer, bias_momentum), offsetof(mlplab_layer, scratch), offsetof(mlplab_layer, z),
+        offsetof(mlplab_layer, dh), offsetof(mlplab_layer, units), offsetof(mlplab_layer, flags),
+        offsetof(mlplab_layer, threshold), offsetof(mlplab_layer, scale), offsetof(mlplab_layer, key),
+        offsetof(mlplab_layer, weight_bf16), offsetof(mlplab_layer, z_bf16), offsetof(mlplab_layer, dz_bf16),
+        offsetof(mlplab_step, gemm), offsetof(mlplab_step, layers), offsetof(mlplab_step, x), offsetof(mlplab_step, y),
+        offsetof(mlplab_step, dz_out), offsetof(mlplab_step, n), offsetof(mlplab_step, input_dim),
+        offsetof(mlplab_step, lr), offsetof(mlplab_step, momentum), offsetof(mlplab_step, weight_decay),
+        offsetof(mlplab_step, n_layers), offsetof(mlplab_step, nesterov), offsetof(mlplab_step, init),
+        offsetof(mlplab_step, stats), offsetof(mlplab_step, gemm_bf16), offsetof(mlplab_step, x_bf16),
+    };
+    int64_t m = (int64_t)(sizeof v / sizeof v[0]);
+    if (cap < m) return -1;
+    for (int64_t i = 0; i < m; i++) out[i] = v[i];
+    return m;
+}

@@ -7,7 +7,10 @@ in well under a second. The shared library is cached under $XDG_CACHE_HOME/mlpla
 covers the source, the flags and the machine type); concurrent first runs each build into a temporary file and
 rename it into place, so a half-written library is never loaded.
 
-MLPLAB_KERNELS=0 turns the compiled kernels off (the PyTorch fallback is used); CC picks the compiler.
+MLPLAB_KERNELS=0 turns the compiled kernels off (the PyTorch fallback is used); CC picks the compiler. Why they are
+unavailable is an exception type (KernelsUnavailable's subclasses, kept by failure()), not a message to match.
+The whole step's arguments are one ctypes.Structure (Step, with one Layer per dense layer), mirrored field for
+field by kernels.c's mlplab_step and mlplab_layer; the library reports its layout and a mismatch is not loaded.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 
 from mlplab.errors import MlplabError
 
-VERSION = 4  # kernels.c's mlplab_kernels_version()
+VERSION = 6  # kernels.c's mlplab_kernels_version()
 SOURCE = Path(__file__).with_name("kernels.c")
 # -ffp-contract=off: no a*b+c contracted into an FMA, so results equal PyTorch's bit for bit. No -march=native:
 # a cache shared between machines (a network home) must not hand one CPU another's instructions.
@@ -39,6 +42,84 @@ _TYPES = {torch.float32: ("f32", ctypes.c_float), torch.float64: ("f64", ctypes.
 _lock = threading.Lock()
 _loaded: "dict[torch.dtype, Kernels] | None" = None
 _status: str | None = None
+_failure: "KernelsUnavailable | None" = None
+
+
+# --- why the kernels are unavailable: one type per kind (callers test the type, never the message) -------------
+class KernelsUnavailable(Exception):
+    """The compiled kernels cannot be used; str(exc) is the one-line reason shown in status()."""
+
+
+class KernelsOff(KernelsUnavailable):
+    """Switched off on purpose (MLPLAB_KERNELS=0)."""
+
+
+class CompilerMissing(KernelsUnavailable):
+    """No C compiler found."""
+
+
+class BuildFailed(KernelsUnavailable):
+    """The compiler could not run, failed or took too long; or loading the result failed."""
+
+
+class CacheUnwritable(KernelsUnavailable):
+    """The kernel cache folder cannot be written (and building for the process only failed too)."""
+
+
+class StaleLibrary(KernelsUnavailable):
+    """The cached library is another version, or its argument layout differs from Step/Layer's."""
+
+
+# --- the whole step's arguments: declared once here, mirrored by kernels.c's structs -----------------------------
+class Layer(ctypes.Structure):
+    """kernels.c's mlplab_layer: one dense layer's memory and constants for mlplab_train_step."""
+    _fields_ = [
+        ("weight", ctypes.c_void_p),           # (u, d)
+        ("bias", ctypes.c_void_p),             # (u,)
+        ("weight_momentum", ctypes.c_void_p),  # (u, d), NULL without momentum
+        ("bias_momentum", ctypes.c_void_p),    # (u,), NULL without momentum
+        ("scratch", ctypes.c_void_p),          # (u, d): the gradient on a first momentum step and with Nesterov
+        ("z", ctypes.c_void_p),                # (n, u): the layer's output, activated and masked in place
+        ("dh", ctypes.c_void_p),               # (n, d): dL/d(input); NULL for the first layer
+        ("units", ctypes.c_int64),             # u
+        ("flags", ctypes.c_int32),             # activations.COMPILED_RELU | COMPILED_DROPOUT (hidden layers)
+        ("threshold", ctypes.c_int32),         # dropout: keep when the signed 16-bit draw is below it
+        ("scale", ctypes.c_double),            # dropout: kept units' factor (rounded to the step's type in C)
+        ("key", ctypes.c_uint64),              # dropout: this step's mask key
+        ("weight_bf16", ctypes.c_void_p),      # bf16 only: (u, d) the weights rounded to bfloat16
+        ("z_bf16", ctypes.c_void_p),           # bf16 only: (n, u) the output rounded
+        ("dz_bf16", ctypes.c_void_p),          # bf16 only: (n, u) the output gradient rounded
+    ]
+
+
+class Step(ctypes.Structure):
+    """kernels.c's mlplab_step: everything one mlplab_train_step call reads and writes."""
+    _fields_ = [
+        ("gemm", ctypes.c_void_p),             # the BLAS gemm (Fortran interface) of the step's type
+        ("layers", ctypes.POINTER(Layer)),     # n_layers of them
+        ("x", ctypes.c_void_p),                # (n, input_dim)
+        ("y", ctypes.c_void_p),                # (n,) int64 labels
+        ("dz_out", ctypes.c_void_p),           # (n, c): the output layer's gradient
+        ("n", ctypes.c_int64),
+        ("input_dim", ctypes.c_int64),
+        ("lr", ctypes.c_double),
+        ("momentum", ctypes.c_double),
+        ("weight_decay", ctypes.c_double),
+        ("n_layers", ctypes.c_int32),
+        ("nesterov", ctypes.c_int32),
+        ("init", ctypes.c_int32),              # 1: the first momentum step (buffers start as the gradient)
+        ("stats", ctypes.c_double * 2),        # out: (loss sum, correct count)
+        ("gemm_bf16", ctypes.c_void_p),        # bf16 only: MKL's cblas_gemm_bf16bf16f32
+        ("x_bf16", ctypes.c_void_p),           # bf16 only: (n, input_dim) the batch rounded
+    ]
+
+
+def _layout() -> list[int]:
+    """Sizes and field offsets as kernels.c's mlplab_step_layout() reports them."""
+    out = [ctypes.sizeof(Layer), ctypes.sizeof(Step)]
+    out += [getattr(Layer, name).offset for name, _ in Layer._fields_]
+    out += [getattr(Step, name).offset for name, _ in Step._fields_]
+    return out
 
 
 class Kernels:
@@ -55,13 +136,19 @@ class Kernels:
             "relu_backward": ((p, p, i64, ctype), None),
             "softmax_xent": ((p, p, p, i64, i64, ctype, p), i64),
             "bias_sgd": ((p, p, p, i64, i64, f64, f64, f64, ctypes.c_int, ctypes.c_int), ctypes.c_int),
-            "train_step": ((p, i32, p, p, p, p, p, p, p, p, i64, f64, f64, f64, i32, i32, p), i64),
+            "train_step": ((ctypes.POINTER(Step),), i64),
         }
         for name, (argtypes, restype) in signatures.items():
             fn = getattr(lib, f"mlplab_{name}_{suffix}")
             fn.argtypes, fn.restype = argtypes, restype
             setattr(self, name, fn)
         self.gemm = _blas_gemm(suffix)  # PyTorch's own BLAS gemm for train_step, or None
+        # bf16 mixed precision (float32 masters): MKL's bf16 gemm with float32 output, or None
+        self.gemm_bf16 = _bf16_gemm() if suffix == "f32" else None
+        self.train_step_bf16 = None
+        if self.gemm_bf16 is not None:
+            self.train_step_bf16 = lib.mlplab_train_step_bf16
+            self.train_step_bf16.argtypes, self.train_step_bf16.restype = (ctypes.POINTER(Step),), i64
 
 
 def _blas_gemm(suffix: str) -> int | None:
@@ -77,6 +164,28 @@ def _blas_gemm(suffix: str) -> int | None:
         return None
     address = ctypes.cast(fn, ctypes.c_void_p).value
     return address if _gemm_works(address, suffix) else None
+
+
+def _bf16_gemm() -> int | None:
+    """The address of MKL's cblas_gemm_bf16bf16f32 in PyTorch's CPU library (bfloat16 inputs, float32
+    accumulation and output), checked with one small product against float32 torch.mm on the same bf16 values;
+    None where it is absent or disagrees."""
+    if not torch.backends.mkl.is_available():
+        return None
+    try:
+        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+        fn = lib.cblas_gemm_bf16bf16f32
+    except (OSError, AttributeError):
+        return None
+    address = ctypes.cast(fn, ctypes.c_void_p).value
+    i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+    gemm = ctypes.CFUNCTYPE(None, i, i, i, i, i, i, f, p, i, p, i, f, p, i)(address)
+    a = (torch.arange(1.0, 7.0) / 4).view(2, 3).to(torch.bfloat16)   # exact in bf16
+    b = (torch.arange(1.0, 13.0) / 8).view(3, 4).to(torch.bfloat16)
+    guard = torch.cat([torch.full((8,), -1.0), torch.full((4,), 7.0)])  # C (2, 4), then a sentinel
+    gemm(101, 111, 111, 2, 4, 3, 1.0, a.data_ptr(), 3, b.data_ptr(), 4, 0.0, guard.data_ptr(), 4)  # row-major NN
+    ok = torch.equal(guard[:8].view(2, 4), a.float() @ b.float()) and torch.equal(guard[8:], torch.full((4,), 7.0))
+    return address if ok else None
 
 
 def _gemm_works(address: int, suffix: str) -> bool:
@@ -103,6 +212,12 @@ def label_out_of_range(label: int, c: int) -> MlplabError:
     return MlplabError(f"label {label} is outside 0..{c - 1} (the model has {c} outputs)")
 
 
+def failure() -> "KernelsUnavailable | None":
+    """Why the kernels are unavailable (an exception of one of the kinds above), or None when they loaded."""
+    get()
+    return _failure
+
+
 def for_tensor(t: torch.Tensor) -> Kernels | None:
     """The kernels for t's dtype when t is on the CPU and they are loaded (built on first use), else None.
 
@@ -115,14 +230,17 @@ def for_tensor(t: torch.Tensor) -> Kernels | None:
 
 def get() -> "dict[torch.dtype, Kernels] | None":
     """The compiled kernels by dtype, building them on first use; None when they are off or cannot be built."""
-    global _loaded, _status
+    global _loaded, _status, _failure
     if _status is None:
         with _lock:
             if _status is None:
                 try:
                     _loaded, _status = _load()
+                except KernelsUnavailable as exc:
+                    _loaded, _failure, _status = None, exc, f"PyTorch fallback ({exc})"
                 except Exception as exc:  # a broken compiler or cache must never stop training: fall back
-                    _loaded, _status = None, f"PyTorch fallback (kernel build failed: {_one_line(exc)})"
+                    _failure = BuildFailed(f"kernel build failed: {_one_line(exc)}")
+                    _loaded, _status = None, f"PyTorch fallback ({_failure})"
     return _loaded
 
 
@@ -134,9 +252,9 @@ def status() -> str:
 
 def _reset() -> None:
     """Forget the loaded state (tests switch MLPLAB_KERNELS and the cache folder)."""
-    global _loaded, _status
+    global _loaded, _status, _failure
     with _lock:
-        _loaded, _status = None, None
+        _loaded, _status, _failure = None, None, None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -157,55 +275,59 @@ def library_path(source: bytes | None = None) -> Path:
     return _cache_root() / digest[:16] / "libmlplab_kernels.so"
 
 
-def _load() -> "tuple[dict[torch.dtype, Kernels] | None, str]":
+def _load() -> "tuple[dict[torch.dtype, Kernels], str]":
+    """The loaded kernels and the status line; raises a KernelsUnavailable kind when they cannot be used."""
     if os.environ.get("MLPLAB_KERNELS", "").strip() == "0":
-        return None, "PyTorch fallback (MLPLAB_KERNELS=0)"
+        raise KernelsOff("MLPLAB_KERNELS=0")
     source = SOURCE.read_bytes()
     lib_path = library_path(source)
     folder = lib_path.parent
     where = str(lib_path)
-    error = None if lib_path.exists() else _build(source, folder, lib_path)
-    if error and error.startswith("cannot write the kernel cache"):
+    try:
+        if not lib_path.exists():
+            _build(source, folder, lib_path)
+        try:
+            lib = ctypes.CDLL(str(lib_path))
+        except OSError:
+            # a damaged cache file (the build itself is atomic): build again once, then give up
+            _build(source, folder, lib_path)
+            lib = ctypes.CDLL(str(lib_path))
+    except CacheUnwritable as error:
         # a read-only home: build for this process only, in a private folder (never a shared, predictable path
         # another user could plant a library in); the loaded library stays mapped after the folder is removed
         try:
             private = Path(tempfile.mkdtemp(prefix="mlplab-kernels-"))
         except OSError as exc:  # no writable temp folder either: the PyTorch path still works
-            return None, f"PyTorch fallback ({error}; no temporary folder: {exc.strerror or exc})"
+            raise CacheUnwritable(f"{error}; no temporary folder: {exc.strerror or exc}") from None
         try:
-            error2 = _build(source, private, private / lib_path.name)
-            if error2:
-                return None, f"PyTorch fallback ({error}; {error2})"
+            try:
+                _build(source, private, private / lib_path.name)
+            except KernelsUnavailable as error2:
+                raise CacheUnwritable(f"{error}; {error2}") from None
             lib = ctypes.CDLL(str(private / lib_path.name))
         finally:
             shutil.rmtree(private, ignore_errors=True)
         where = f"built for this process only: {error}"
-    elif error:
-        return None, f"PyTorch fallback ({error})"
-    else:
-        try:
-            lib = ctypes.CDLL(str(lib_path))
-        except OSError:
-            # a damaged cache file (the build itself is atomic): build again once, then give up
-            error = _build(source, folder, lib_path)
-            if error:
-                return None, f"PyTorch fallback ({error})"
-            lib = ctypes.CDLL(str(lib_path))
     lib.mlplab_kernels_version.restype = ctypes.c_int
     if lib.mlplab_kernels_version() != VERSION:
-        return None, f"PyTorch fallback (stale kernel library {where})"
+        raise StaleLibrary(f"stale kernel library {where}")
+    expected = _layout()
+    reported = (ctypes.c_int64 * len(expected))()
+    lib.mlplab_step_layout.argtypes, lib.mlplab_step_layout.restype = (ctypes.c_void_p, ctypes.c_int64), ctypes.c_int64
+    if lib.mlplab_step_layout(ctypes.addressof(reported), len(expected)) != len(expected) or list(reported) != expected:
+        raise StaleLibrary(f"kernel library {where} disagrees with kernels.py's Step/Layer layout")
     loaded = {dtype: Kernels(lib, suffix, ctype) for dtype, (suffix, ctype) in _TYPES.items()}
     whole_step = ("the whole step in C on PyTorch's BLAS" if loaded[torch.float32].gemm is not None
                   else "this PyTorch exports no usable BLAS gemm, so steps run op by op")
     return loaded, f"compiled C kernels, {whole_step} ({where})"
 
 
-def _build(source: bytes, folder: Path, lib_path: Path) -> str | None:
-    """Compile kernels.c into lib_path atomically; returns why it could not, or None."""
+def _build(source: bytes, folder: Path, lib_path: Path) -> None:
+    """Compile kernels.c into lib_path atomically; raises a KernelsUnavailable kind when it cannot."""
     cc_env = os.environ.get("CC", "").strip()
     command = shlex.split(cc_env) if cc_env else [shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")]
     if not command or not command[0]:
-        return "no C compiler found; install gcc or set CC"
+        raise CompilerMissing("no C compiler found; install gcc or set CC")
     compiler = " ".join(command)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -215,26 +337,26 @@ def _build(source: bytes, folder: Path, lib_path: Path) -> str | None:
         src = Path(tmp).with_suffix(".c")
         src.write_bytes(source)
     except OSError as exc:
-        return f"cannot write the kernel cache {folder}: {exc.strerror or exc}"
+        raise CacheUnwritable(f"cannot write the kernel cache {folder}: {exc.strerror or exc}") from None
     try:
         for extra in ((), ("-DMLPLAB_NO_CLONES",)):  # without run-time CPU dispatch if the compiler refuses it
             try:
                 proc = subprocess.run([*command, *FLAGS, *extra, "-o", tmp, str(src), *LIBS], capture_output=True,
                                       text=True, timeout=120)
             except subprocess.TimeoutExpired:
-                return f"the C compiler {compiler} took over 120 s"
+                raise BuildFailed(f"the C compiler {compiler} took over 120 s") from None
             except OSError as exc:
-                return f"the C compiler {compiler} could not run: {exc.strerror or exc}"
+                raise BuildFailed(f"the C compiler {compiler} could not run: {exc.strerror or exc}") from None
             if proc.returncode == 0:
                 break
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
-            return f"the C compiler {compiler} failed: {detail[0] if detail else 'exit ' + str(proc.returncode)}"
+            first = detail[0] if detail else f"exit {proc.returncode}"
+            raise BuildFailed(f"the C compiler {compiler} failed: {first}")
         try:
             os.replace(tmp, lib_path)
         except OSError as exc:
-            return f"cannot write the kernel cache {folder}: {exc.strerror or exc}"
-        return None
+            raise CacheUnwritable(f"cannot write the kernel cache {folder}: {exc.strerror or exc}") from None
     finally:
         src.unlink(missing_ok=True)
         Path(tmp).unlink(missing_ok=True)

@@ -15,13 +15,12 @@ import math
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from mlplab.errors import MlplabError
+from mlplab.model import activations
+from mlplab.model.activations import LEAKY_SLOPE  # noqa: F401  (kept importable from here)
 from mlplab.model.spec import LayerSpec, canonical, layer_names, parse_spec
 
-# Keras 3's leaky_relu default (negative_slope=0.2); torch's default would be 0.01.
-LEAKY_SLOPE = 0.2
 INITS = ("glorot_uniform", "he_uniform", "he_normal", "glorot_normal")
 # Keras draws its *_normal initialisers from a normal truncated at 2 std and rescales the std by this constant so
 # that the truncated distribution keeps the intended variance.
@@ -29,24 +28,8 @@ _TRUNC_STD = 0.87962566103423978
 
 
 def activate(z: torch.Tensor, name: str) -> torch.Tensor:
-    """Out-of-place activation (autograd-friendly): the reference definition of every activation."""
-    if name == "relu":
-        return torch.relu(z)
-    if name == "softplus":
-        return F.softplus(z)
-    if name == "sigmoid":
-        return torch.sigmoid(z)
-    if name == "tanh":
-        return torch.tanh(z)
-    if name == "softmax":
-        return torch.softmax(z, dim=-1)
-    if name == "linear":
-        return z
-    if name == "gelu":
-        return F.gelu(z)  # exact (erf) form, Keras's default
-    if name == "leaky_relu":
-        return F.leaky_relu(z, LEAKY_SLOPE)
-    raise MlplabError(f"unknown activation {name!r}")
+    """Out-of-place activation (autograd-friendly): the reference definition, from the activation table."""
+    return activations.get(name).forward(z)
 
 
 def _init_weight(w: torch.Tensor, init: str, generator: torch.Generator | None) -> None:

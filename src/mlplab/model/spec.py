@@ -24,9 +24,9 @@ import re
 from dataclasses import dataclass
 
 from mlplab.errors import MlplabError
+from mlplab.model.activations import NAMES
 
-# Registry of activations: name -> short description (the order is the one listed in error messages).
-ACTIVATIONS = ("relu", "softplus", "sigmoid", "tanh", "softmax", "linear", "gelu", "leaky_relu")
+ACTIVATIONS = NAMES  # from the activation table (model/activations.py), in the order error messages list them
 MAX_UNITS = 1_000_000
 EXAMPLE = "512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax"
 

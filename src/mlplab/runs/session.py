@@ -93,7 +93,8 @@ def _make_trainer(model, opts: TrainOptions) -> Trainer:
     return Trainer(model, loss=opts.loss, optimizer=opts.optimizer, lr=opts.lr, momentum=opts.momentum,
                    nesterov=opts.nesterov, weight_decay=opts.weight_decay, schedule=opts.schedule,
                    schedule_options={"step_size": opts.step_size, "gamma": opts.gamma} if opts.schedule == "step"
-                   else {}, batch_size=opts.batch_size, seed=opts.seed, device=opts.device, threads=opts.threads)
+                   else {}, batch_size=opts.batch_size, seed=opts.seed, device=opts.device, threads=opts.threads,
+                   precision=opts.precision)
 
 
 def check_output_layer(model, ds, loss: str) -> None:

@@ -160,7 +160,8 @@ class RunWriter(Callback):
             "created": existing.get("created") or _now(),
             "seed": trainer.seed,
             "device": str(trainer.device),
-            "environment": environment(),
+            "environment": {**environment(), "engine_route": getattr(trainer, "engine_route", None),
+                            "precision": getattr(trainer, "precision", "fp32")},
             "sessions": existing.get("sessions", []) + [{"started": _now(), "from_epoch": trainer.history.epochs_done}],
             "status": "training",
         }

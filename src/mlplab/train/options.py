@@ -95,6 +95,9 @@ class TrainOptions:
         None, f"Also log to MLflow: a tracking URI (http://HOST:PORT, sqlite:///FILE.db); alone: "
         f"{MLFLOW_DEFAULT_URI}.", check=_nonblank, allowed="a tracking URI", resumable=True,
         bare_value=MLFLOW_DEFAULT_URI, recorded=False)
+    precision: str = option("fp32", "fp32, or bf16: matrix products in bfloat16 with float32 accumulation, float32 "
+                            "weights, optimizer state, loss and metrics (Keras's mixed_bfloat16 also accepted).",
+                            problem="precision")
     snapshots: typing.Optional[str] = option(
         None, "Snapshots of hidden layers for `mlplab dynamics`: every=N,layers=NAME+NAME|all,n=N, or 'default' "
         "(every=1,layers=all,n=2000). Off when not given.", check=lambda v: _check_snapshots(v),
@@ -131,6 +134,9 @@ class TrainOptions:
 
     def validate(self, where: str = "options") -> None:
         check_settings(where, **self.as_dict())
+        from mlplab.model.precision import normalize
+
+        self.precision = normalize(self.precision)  # Keras's names (mixed_bfloat16) stored as ours (bf16)
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -190,6 +196,14 @@ def _problem(name: str, value) -> str | None:
         from mlplab.train.trainer import threads_problem
 
         return threads_problem(value)
+    if name == "precision":
+        from mlplab.model.precision import normalize
+
+        try:
+            normalize(value)
+        except MlplabError as exc:
+            return exc.message
+        return None
     raise KeyError(name)
 
 

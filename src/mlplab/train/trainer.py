@@ -107,7 +107,8 @@ class Trainer:
     def __init__(self, model: torch.nn.Module, *, loss: str = "categorical_crossentropy", optimizer: str = "sgd",
                  lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
                  schedule: str = "constant", schedule_options: dict | None = None, batch_size: int = 128,
-                 seed: int = 0, device="cpu", threads: int | None = None):
+                 seed: int = 0, device="cpu", threads: int | None = None, precision: str = "fp32"):
+        from mlplab.model.precision import check as check_precision
         from mlplab.train.options import check_settings
 
         check_settings("training settings", loss=loss, schedule=schedule, seed=seed)
@@ -118,6 +119,7 @@ class Trainer:
         if threads is not None:
             torch.set_num_threads(threads)
         self.device = resolve_device(device)
+        self.precision = check_precision(precision, self.device)  # bf16 where the hardware cannot: refused here
         self.model = model.to(self.device)
         self.loss = loss
         self.lr = float(lr)
@@ -196,7 +198,7 @@ class Trainer:
     def fit(self, x, y, *, epochs: int, validation_split: float = 0.0, validation_data=None,
             callbacks=(), initial_epoch: int | None = None, split_seed: int | None = None) -> History:
         """Train until `epochs` epochs are done in total (Keras's initial_epoch meaning for continued runs)."""
-        from mlplab.model import engine, kernels
+        from mlplab.model import engine
 
         if not isinstance(epochs, int) or epochs < 1:
             raise MlplabError(f"epochs must be an integer >= 1 (got {epochs!r})")
@@ -241,13 +243,14 @@ class Trainer:
         lr_at = make_schedule(self.schedule_name, self.lr, steps_per_epoch=n_batches, epochs=epochs,
                               **self.schedule_options)
         constant_lr = self.schedule_name == "constant"
+        # SGD's update runs inside the backward (model/fused_sgd.py); other optimizers step from .grad
+        fused = FusedSGD(self.optimizer) if isinstance(self.optimizer, torch.optim.SGD) else None
+        # the engine's route, named in the manifest; choosing it builds the kernels (about a second, the first
+        # time) before the epoch clock starts
+        self.engine_route = engine.choose_route(self.model, dev, x_t.dtype, fused, self.loss, self.precision).name
         self._begin(callbacks)
 
         check_each_batch = dev.type == "cpu"  # a host sync per batch is free on the CPU, not on a GPU
-        if dev.type == "cpu":
-            kernels.get()  # built on first use (about a second): before the epoch clock starts, not inside it
-        # SGD's update runs inside the backward (model/fused_sgd.py); other optimizers step from .grad
-        fused = FusedSGD(self.optimizer) if isinstance(self.optimizer, torch.optim.SGD) else None
         with _ctrl_c_finishes_batch(self):
             for epoch in range(start_epoch, epochs):
                 for cb in self.callbacks:
@@ -276,7 +279,8 @@ class Trainer:
                     s = b * self.batch_size
                     loss_sum, n_correct = engine.train_step(self.model, xs[s:s + self.batch_size],
                                                             ys[s:s + self.batch_size], self.loss,
-                                                            generator=self.dropout_gen, sgd=fused)
+                                                            generator=self.dropout_gen, sgd=fused,
+                                                            precision=self.precision)
                     if check_each_batch:
                         loss_value = float(loss_sum)
                         if not math.isfinite(loss_value):
@@ -445,14 +449,15 @@ def _ctrl_c_finishes_batch(trainer: Trainer):
 # optimizer.
 FIT_DEFAULTS = {name: TrainOptions.default(name) for name in (
     "loss", "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "batch_size", "seed", "device",
-    "threads")}
+    "threads", "precision")}
 
 
 def fit(model, x, y, *, epochs: int = 1, batch_size: int | None = None, loss: str | None = None,
         optimizer: str | None = None, lr: float | None = None, momentum: float | None = None,
         nesterov: bool | None = None, weight_decay: float | None = None, schedule: str | None = None,
         validation_split: float = 0.0, validation_data=None, early_stopping: EarlyStopping | str | None = None,
-        callbacks=(), seed: int | None = None, device=None, threads: int | None = None, verbose="auto") -> History:
+        callbacks=(), seed: int | None = None, device=None, threads: int | None = None, precision: str | None = None,
+        verbose="auto") -> History:
     """Keras-style fit: `epochs` more epochs on `model`; calling it again continues the same History.
 
     Settings left out (None) are the model's current ones (FIT_DEFAULTS on the first call); the optimizer
@@ -466,7 +471,7 @@ def fit(model, x, y, *, epochs: int = 1, batch_size: int | None = None, loss: st
     resolve_verbose(verbose)  # a bad value fails before anything about the model changes
     given = dict(loss=loss, optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov,
                  weight_decay=weight_decay, schedule=schedule, batch_size=batch_size, seed=seed,
-                 device=device, threads=threads)
+                 device=device, threads=threads, precision=precision)
     trainer = getattr(model, "_mlplab_trainer", None)
     current = trainer._settings if trainer is not None else FIT_DEFAULTS
     settings = {k: current[k] if v is None else v for k, v in given.items()}

@@ -192,6 +192,7 @@ def _overview(title, run_path, config, history, metrics, notes, manifest) -> str
         ("model", model.get("spec")),
         ("optimizer", _optimizer_text(train)),
         ("batch size", train.get("batch_size")),
+        ("precision", train.get("precision", "fp32")),  # runs from before precision existed trained in fp32
         ("seed", train.get("seed")),
         ("device", (manifest or {}).get("device") or train.get("device")),
         ("run folder", str(run_path) if run_path else None),

@@ -1,0 +1,220 @@
+"""bf16 mixed precision (model/precision.py and the bf16 whole step): names and aliases, the refusal on a CPU
+without bf16 instructions, gradients against a float64 autograd reference, the float32 master update against
+torch.optim.SGD on the same bf16 gradients, bit-identical resume within bf16, old runs loading as fp32, and (slow)
+the Fashion-MNIST recipe's accuracy in bf16 against fp32."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+from engine_support import SGD_SETTINGS, loaded_kernels, settings_id
+
+from mlplab.config import TrainOptions, load_train_config
+from mlplab.errors import MlplabError
+from mlplab.model import build, engine, masks, precision
+from mlplab.model.fused_sgd import FusedSGD
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+@pytest.fixture
+def bf16_kernels():
+    k = loaded_kernels()[torch.float32]
+    if k.train_step_bf16 is None:
+        pytest.skip("this PyTorch exports no cblas_gemm_bf16bf16f32")
+    if not precision.cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 instructions")
+    return k
+
+
+@pytest.fixture
+def no_cpu_bf16():
+    previous = precision.set_cpu_bf16(False)  # the public override: a CPU without bf16 instructions
+    yield
+    precision.set_cpu_bf16(previous)
+
+
+# --- names -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, canonical", [("fp32", "fp32"), ("bf16", "bf16"), ("mixed_bfloat16", "bf16"),
+                                             ("float32", "fp32"), (" BF16 ", "bf16")])
+def test_names_and_keras_aliases(name, canonical):
+    assert precision.normalize(name) == canonical
+
+
+@pytest.mark.parametrize("bad", ["fp16", "", None, 16])
+def test_unknown_precision_lists_the_allowed_values(bad):
+    with pytest.raises(MlplabError, match=r"unknown precision .*; allowed: fp32, bf16 \(or Keras's mixed_bfloat16"):
+        precision.normalize(bad)
+
+
+def test_options_take_precision_and_old_runs_load_as_fp32():
+    assert TrainOptions.from_mapping({}).precision == "fp32"  # config.json written before precision existed
+    assert TrainOptions.from_mapping({"precision": "mixed_bfloat16"}).precision == "bf16"
+    with pytest.raises(MlplabError, match="options: unknown precision 'half'"):
+        TrainOptions.from_mapping({"precision": "half"})
+
+
+# --- refusal without bf16 instructions ----------------------------------------------------------------------------
+def test_bf16_is_refused_without_bf16_instructions(no_cpu_bf16):
+    from mlplab.train.trainer import Trainer
+
+    refusal = r"--precision bf16 needs a CPU with bf16 instructions .* use --precision fp32"
+    with pytest.raises(MlplabError, match=refusal):
+        Trainer(build("4:relu,3:softmax", 2, seed=0), precision="bf16")
+    Trainer(build("4:relu,3:softmax", 2, seed=0), precision="fp32")  # fp32 is unaffected
+
+
+def test_cli_refuses_bf16_in_one_line_with_exit_2(no_cpu_bf16, tmp_path, capsys):
+    from mlplab.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", "digits", "--epochs", "1", "--precision", "bf16", "--out", str(tmp_path / "run"),
+              "-q"])
+    out, err = capsys.readouterr()
+    assert info.value.code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "bf16 instructions" in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+# --- the bf16 step's numbers --------------------------------------------------------------------------------------
+def _bf16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.bfloat16).float()  # the value a bf16 product input holds
+
+
+def _emulated_bf16_grads(model, x, y, keys):
+    """What the compiled bf16 step computes as gradients, in PyTorch: products of bf16-rounded inputs accumulated in
+    float32, everything else float32 (the same masks from the same keys: one per dropout layer, in order).
+    Sets p.grad."""
+    plan = model.plan
+    layer_key = {}
+    it = iter(keys)
+    for i, (_, _, rate) in enumerate(plan[:-1]):
+        if rate > 0:
+            layer_key[i] = next(it)
+    hs, outs = [x], []
+    h = x
+    for i, (lin, act, rate) in enumerate(plan):
+        z = _bf16(h) @ _bf16(lin.weight.detach()).t() + lin.bias.detach()  # (N, u)
+        if i == len(plan) - 1:
+            break
+        a = torch.relu(z) if act == "relu" else z
+        if rate > 0:
+            a = a * masks.mask_from_key(a, rate, layer_key[i])
+        outs.append(a)
+        h = a
+        hs.append(h)
+    p = torch.softmax(z, 1)
+    dz = (p - torch.nn.functional.one_hot(y, p.shape[1]).float()) / x.shape[0]
+    for i in range(len(plan) - 1, -1, -1):
+        lin, _, _ = plan[i]
+        lin.weight.grad = _bf16(dz).t() @ _bf16(hs[i])
+        lin.bias.grad = dz.sum(0)
+        if i == 0:
+            break
+        dh = _bf16(dz) @ _bf16(lin.weight.detach())
+        _, prev_act, prev_rate = plan[i - 1]
+        a = outs[i - 1]
+        if prev_act == "relu":
+            dz = dh * (a > 0) * (masks.mask_scale(prev_rate) if prev_rate > 0 else 1.0)
+        else:
+            dz = dh * (masks.mask_from_key(a, prev_rate, layer_key[i - 1]) if prev_rate > 0 else 1.0)
+    return p
+
+
+def test_bf16_gradients_match_a_float64_reference_within_bf16_error(bf16_kernels):
+    """Plain SGD at lr 1 makes the update the gradient: W_before - W_after = dL/dW."""
+    model = build("64:relu,dropout:0.2,48:relu,10:softmax", 40, seed=1)
+    ref = copy.deepcopy(model).double()
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(96, 40, generator=gen), torch.randint(0, 10, (96,), generator=gen)
+    before = [p.detach().clone() for p in model.parameters()]
+    fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=1.0))
+    assert engine.choose_route(model, "cpu", torch.float32, fused, precision="bf16").name == "c-step-bf16"
+    engine.train_step(model, x, y, "categorical_crossentropy", torch.Generator().manual_seed(5), sgd=fused,
+                      precision="bf16")
+    grads = [(b - p.detach()).double() for b, p in zip(before, model.parameters())]
+    engine.reference_step(ref, x.double(), y, "categorical_crossentropy", torch.Generator().manual_seed(5))
+    fp32_model = copy.deepcopy(ref).float()
+    for p, q in zip(fp32_model.parameters(), before):
+        p.data.copy_(q)
+    fused32 = FusedSGD(torch.optim.SGD(fp32_model.parameters(), lr=1.0))
+    engine.train_step(fp32_model, x, y, "categorical_crossentropy", torch.Generator().manual_seed(5), sgd=fused32)
+    # The bound: bf16 rounds each product input with unit roundoff u = 2^-8, so one product's result is off by at
+    # most ~2u sum|a_i b_i|, i.e. 2u times the sum's condition number (about sqrt(k) for k terms of mixed sign).
+    # Layer l's gradient comes through 2 (L - 1 - l) + 1 such products.
+    u, n_layers, width = 2.0 ** -8, len(model.plan), 64
+    for i, (g, p, b, q) in enumerate(zip(grads, ref.parameters(), before, fp32_model.parameters())):
+        layer = i // 2
+        products = 2 * (n_layers - 1 - layer) + 1
+        rel = float((g - p.grad).norm() / p.grad.norm())
+        assert rel < 2 * u * products * width ** 0.5, (i, rel)
+        g32 = (b - q.detach()).double()
+        # really bf16 products: the float32 step is far closer to the float64 reference
+        assert float((g32 - p.grad).norm() / p.grad.norm()) < rel / 10, (i, rel)
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=settings_id)
+def test_bf16_master_update_equals_torch_sgd_on_the_same_bf16_gradients(bf16_kernels, settings):
+    model = build("24:relu,dropout:0.25,16:linear,dropout:0.1,12:relu,7:softmax", 20, seed=2)
+    twin = copy.deepcopy(model)
+    opt = torch.optim.SGD(twin.parameters(), lr=0.2, **settings)
+    fused = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.2, **settings))
+    data, gen, twin_gen = (torch.Generator().manual_seed(s) for s in (0, 9, 9))
+    for _ in range(4):
+        x, y = torch.rand(33, 20, generator=data), torch.randint(0, 7, (33,), generator=data)
+        engine.train_step(model, x, y, "categorical_crossentropy", gen, sgd=fused, precision="bf16")
+        keys = masks.draw_keys(twin.n_dropout, twin_gen, "cpu")
+        _emulated_step(twin, x, y, keys)
+        opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=2e-5, atol=2e-6)
+    if settings["momentum"]:
+        for p, q in zip(model.parameters(), twin.parameters()):
+            torch.testing.assert_close(fused.optimizer.state[p]["momentum_buffer"], opt.state[q]["momentum_buffer"],
+                                       rtol=2e-5, atol=2e-6)
+
+
+def _emulated_step(model, x, y, keys):
+    with torch.no_grad():
+        _emulated_bf16_grads(model, x, y, keys)
+
+
+# --- training: resume and accuracy ---------------------------------------------------------------------------------
+def test_bf16_resume_is_bit_identical(bf16_kernels, tmp_path):
+    from mlplab.train.session import resume_run, train_run
+
+    opts = dict(data="digits", epochs=3, precision="bf16", optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
+                batch_size=64)
+    whole = train_run(TrainOptions.from_mapping(opts), tmp_path / "whole")
+    train_run(TrainOptions.from_mapping({**opts, "epochs": 1}), tmp_path / "part")
+    resumed = resume_run(tmp_path / "part", epochs=3)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in whole.history.rows]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in resumed.history.rows] == strip
+    weights = [(tmp_path / run / "model.safetensors").read_bytes() for run in ("whole", "part")]
+    assert weights[0] == weights[1]
+    import json
+
+    for run in ("whole", "part"):
+        manifest = json.loads((tmp_path / run / "manifest.json").read_text())
+        assert manifest["environment"]["precision"] == "bf16"
+        assert manifest["environment"]["engine_route"] == "c-step-bf16"
+        assert json.loads((tmp_path / run / "config.json").read_text())["train"]["precision"] == "bf16"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION.exists(), reason="Debian's dataset-fashion-mnist package is not installed")
+def test_fashion_best_recipe_in_bf16_is_within_0_3_points_of_fp32(bf16_kernels, tmp_path):
+    from mlplab.train.session import train_run
+
+    accuracy = {}
+    for prec in ("fp32", "bf16"):
+        opts = load_train_config(ROOT / "experiments" / "fashion-best.toml")
+        opts.precision = prec
+        accuracy[prec] = train_run(opts, tmp_path / prec).metrics["test_accuracy"]
+    assert accuracy["bf16"] >= 0.89, accuracy
+    assert abs(accuracy["bf16"] - accuracy["fp32"]) <= 0.003, accuracy
