@@ -12,7 +12,7 @@ import pytest
 import torch
 from engine_support import SGD_SETTINGS, loaded_kernels, settings_id
 
-from mlplab.config import TrainOptions, load_train_config
+from mlplab.runs.config import TrainOptions, load_train_config
 from mlplab.errors import MlplabError
 from mlplab.model import build, engine, masks, precision
 from mlplab.model.fused_sgd import FusedSGD
@@ -186,7 +186,7 @@ def _emulated_step(model, x, y, keys):
 
 # --- training: resume and accuracy ---------------------------------------------------------------------------------
 def test_bf16_resume_is_bit_identical(bf16_kernels, tmp_path):
-    from mlplab.train.session import resume_run, train_run
+    from mlplab.runs.session import resume_run, train_run
 
     opts = dict(data="digits", epochs=3, precision="bf16", optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True,
                 batch_size=64)
@@ -209,7 +209,7 @@ def test_bf16_resume_is_bit_identical(bf16_kernels, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION.exists(), reason="Debian's dataset-fashion-mnist package is not installed")
 def test_fashion_best_recipe_in_bf16_is_within_0_3_points_of_fp32(bf16_kernels, tmp_path):
-    from mlplab.train.session import train_run
+    from mlplab.runs.session import train_run
 
     accuracy = {}
     for prec in ("fp32", "bf16"):
