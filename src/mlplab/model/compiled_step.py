@@ -51,7 +51,8 @@ class CompiledStep:
     @staticmethod
     def applies_to(model, dtype: torch.dtype) -> bool:
         plan = model.plan
-        return (dtype in _CTYPES and plan[-1][1] == "softmax" and plan[-1][0].out_features > 1
+        # dropout on the inputs is not part of the compiled step: the generic engine takes those models
+        return (getattr(model, "input_rate", 0.0) == 0.0 and dtype in _CTYPES and plan[-1][1] == "softmax" and plan[-1][0].out_features > 1
                 and all(act in _ACT_CODES for _, act, _ in plan[:-1])
                 and model.input_dim <= _INT_MAX and all(lin.out_features <= _INT_MAX for lin, _, _ in plan))
 
