@@ -12,7 +12,7 @@ N_CURVES = 5  # the best trials whose learning curves are overlaid
 
 
 def importances(study) -> dict[str, float]:
-    """Optuna's parameter importances (get_param_importances, fANOVA) over completed
+    """Optuna's parameter importances (get_param_importances, its default evaluator) over completed
     trials; {} when they cannot be told
     (fewer than two completed trials, or no parameter that varied)."""
     import optuna
@@ -21,8 +21,12 @@ def importances(study) -> dict[str, float]:
     done = study.get_trials(deepcopy=False, states=(S.COMPLETE,))
     if len(done) < 2:
         return {}
+    import warnings
+
     try:
-        return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        with warnings.catch_warnings():  # "few trials in a regime": the page says how many trials there are
+            warnings.simplefilter("ignore")
+            return {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
     except (RuntimeError, ValueError, ZeroDivisionError):  # e.g. every trial with the same values
         return {}
 

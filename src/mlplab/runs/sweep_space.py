@@ -233,16 +233,19 @@ def _param(name: str, value, where: str) -> Param:
         raise MlplabError(f"{where}: {name} is not a number; give choices = [...]")
     if "low" not in value or "high" not in value:
         raise MlplabError(f"{where}: a range needs both low and high (e.g. {{low = 0.001, high = 0.3}})")
-    low = check_value(name, value["low"], f"{where} low")
-    high = check_value(name, value["high"], f"{where} high")
     log = value.get("log", False)
     if not isinstance(log, bool):
         raise MlplabError(f"{where}: log must be true or false (got {log!r})")
-    if low > high:
+    low, high = value["low"], value["high"]
+    # the shape of the range first (its message says more than an endpoint's own rule would)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    if numbers and low > high:
         raise MlplabError(f"{where}: low {low!r} > high {high!r}; low must be <= high")
-    if log and low <= 0:
+    if numbers and log and low <= 0:
         raise MlplabError(f"{where}: a log range needs low > 0 (got low {low!r}: the range would pass through "
                           "0)")
+    low = check_value(name, low, f"{where} low")
+    high = check_value(name, high, f"{where} high")
     step = value.get("step")
     if step is not None:
         if isinstance(step, bool) or not isinstance(step, (int, float)) or not (0 < step < math.inf) \

@@ -142,7 +142,7 @@ def _importances(values: dict):
     imp = values["importances"]
     names = sorted(imp, key=lambda k: imp[k])
     p = figure(height=max(160, 40 * len(names) + 60), sizing_mode="stretch_width", y_range=names or ["(none)"],
-               x_axis_label="importance (Optuna, fANOVA)", tools="save")
+               x_axis_label="importance (Optuna's get_param_importances)", tools="save")
     if names:
         p.hbar(y=names, right=[imp[n] for n in names], height=0.6, color="#4477AA")
     return p
