@@ -36,8 +36,8 @@ depth = 1
 output = "10:softmax"
 
 [space]
-lr = {low = 0.001, high = 0.03, log = true}
-width = {choices = [64, 128, 256]}
+lr = {low = 0.002, high = 0.02, log = true}
+width = {choices = [128, 256]}
 dropout = {low = 0.0, high = 0.3}
 """
 
@@ -101,14 +101,14 @@ def test_status_and_continuing_the_study(digits_sweep):
     folder, out, _ = digits_sweep
     status = mlplab("sweep", "--status", out)
     assert status.stdout.startswith("8 trials:")
-    assert len([line for line in status.stdout.splitlines() if line.strip()[:1].isdigit()]) == 8
+    assert len([line for line in status.stdout.splitlines()[1:] if line.strip()[:1].isdigit()]) == 8
     # the same command again: nothing left to do at 8; with --trials 9, exactly one more trial
     mlplab("sweep", folder / "sweep.toml", "--out", out, "--quiet")
     assert len(study_of(out).get_trials()) == 8
     mlplab("sweep", folder / "sweep.toml", "--out", out, "--trials", 9, "--quiet")
     assert len(study_of(out).get_trials()) == 9
     # another search space on the same study is refused, not mixed in
-    (folder / "other.toml").write_text(DIGITS_SWEEP.replace("0.03", "0.1"))
+    (folder / "other.toml").write_text(DIGITS_SWEEP.replace("0.02", "0.1"))
     proc = mlplab("sweep", folder / "other.toml", "--out", out, check=False)
     assert proc.returncode == 2 and "another search space" in proc.stderr
 
@@ -144,7 +144,7 @@ data = "digits"
 trials = 3
 pruner = "none"
 [fixed]
-epochs = 300
+epochs = 100
 val_split = 0.2
 model = "16:relu,10:softmax"
 [space]
@@ -171,19 +171,19 @@ lr = {low = 0.001, high = 0.01, log = true}
     assert "died (exit code -9)" in trials[first.number].user_attrs["fail_reason"]
     assert trials[second.number].state.name == "FAIL" and trials[second.number].user_attrs["interrupted"]
     waiting = [t for t in trials.values() if t.state.name == "WAITING"]
-    assert len(waiting) == 1 and waiting[0].params == trials[second.number].params
+    assert len(waiting) == 1 and waiting[0].system_attrs["fixed_params"] == trials[second.number].params
     # the interrupted run folder was stopped at a batch boundary: it is a valid run, resumable on its own
     manifest = json.loads((out / "trials" / f"{second.number:04d}" / "manifest.json").read_text())
     assert "test_accuracy" not in manifest
-    # the same command continues: the requeued values first, then up to 3 counted trials (the killed one counts)
-    text = (tmp_path / "s.toml").read_text().replace("epochs = 300", "epochs = 2")
-    (tmp_path / "s.toml").write_text(text)
-    again = mlplab("sweep", tmp_path / "s.toml", "--out", out, check=False)
-    assert again.returncode == 2 and "another search space" in again.stderr  # epochs changed: refused
-    (tmp_path / "s.toml").write_text(text.replace("epochs = 2", "epochs = 300"))
-    mlplab("sweep", tmp_path / "s.toml", "--out", out, "--trials", 2, "--quiet")  # 2 counted already: none run
+    # the study refuses another search (epochs changed); the same command continues: the requeued values first,
+    # up to --trials counted trials (the killed one counts, the interrupted one does not)
+    (tmp_path / "t.toml").write_text((tmp_path / "s.toml").read_text().replace("epochs = 100", "epochs = 2"))
+    again = mlplab("sweep", tmp_path / "t.toml", "--out", out, check=False)
+    assert again.returncode == 2 and "another search space" in again.stderr
+    mlplab("sweep", tmp_path / "s.toml", "--out", out, "--trials", 2, "--quiet")
     trials = study_of(out).get_trials()
-    assert [t.state.name for t in trials].count("COMPLETE") == 0
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "COMPLETE"]
+    assert trials[2].params == trials[second.number].params and trials[2].user_attrs["epochs"] == 100
 
 
 def _free_port() -> int:

@@ -120,6 +120,9 @@ def suggest(trial, spec: SweepSpec) -> dict:
             values[p.name] = trial.suggest_int(p.name, p.low, p.high, log=p.log, step=p.step or 1)
         else:
             values[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log, step=p.step)
+    for name in list(values):  # a fixed value that the drawn ones make meaningless (nesterov at momentum 0)
+        if not _applies(name, values):
+            del values[name]
     return values
 
 
@@ -178,11 +181,15 @@ class ObjectiveReporter(Callback):
             self.pruned = True
             trainer.stop_training = True
 
-    def best(self, direction: str) -> float:
+    def final(self, direction: str, restored: bool) -> float:
+        """The value of the weights the run keeps: the last epoch's, or the best epoch's where early stopping
+        put the best weights back (the test metrics are measured on those same weights)."""
         finite = [v for v in self.values if math.isfinite(v)]
         if not finite:
             return math.nan
-        return max(finite) if direction == "maximize" else min(finite)
+        if restored:
+            return max(finite) if direction == "maximize" else min(finite)
+        return self.values[-1]
 
 
 @dataclass
@@ -218,7 +225,7 @@ def run_trial(values: dict, out: Path, *, objective: str, direction: str, report
         return TrialOutcome("FAIL", None, dict(attrs, fail_reason=INTERRUPTED), interrupted=True)
     attrs["test_accuracy"] = result.metrics["test_accuracy"]
     attrs["test_loss"] = result.metrics["test_loss"]
-    value = reporter.best(direction)
+    value = reporter.final(direction, restored=bool(opts.early_stop and opts.restore_best))
     if reporter.pruned:
         return TrialOutcome("PRUNED", value, attrs)
     if not math.isfinite(value):
@@ -398,7 +405,7 @@ def trial_rows(study) -> list[dict]:
         state = t.state.name
         if state == "FAIL" and a.get(INTERRUPTED):
             state = "INTERRUPTED"
-        # a pruned trial's value is the best it reached before it was stopped
+        # a pruned trial's value is its last report (Optuna's); one never told has its best report shown
         value = t.value if t.value is not None else (
             None if not t.intermediate_values else _best_of(list(t.intermediate_values.values()), study.direction))
         rows.append({"number": t.number, "state": state, "value": value, "params": dict(t.params),

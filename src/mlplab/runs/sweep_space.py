@@ -267,9 +267,12 @@ def _check_together(spec: SweepSpec, where: str) -> None:
         raise MlplabError(f"{where}: the objective {spec.objective} needs validation data; val_split must be > 0")
     if "depth" not in names and any(_NUMBERED.fullmatch(n) for n in names):
         raise MlplabError(f"{where}: width_N and dropout_N need depth (the number of hidden layers)")
-    # the options that do not depend on each other by the sampler's choices: check them together now
-    plain = {k: v for k, v in spec.fixed.items() if k in TrainOptions.keys() and k != "model"}
-    check_settings(f"{where}: [fixed]", **plain)
+    # the rules between options, when none of those options is searched (otherwise the sampler leaves out what
+    # does not apply to the values it drew: momentum for adam, nesterov without momentum)
+    related = {"optimizer", "momentum", "nesterov", "early_stop", "val_split", "restore_best", "min_delta"}
+    if not related & {p.name for p in spec.params}:
+        plain = {k: v for k, v in spec.fixed.items() if k in TrainOptions.keys() and k != "model"}
+        check_settings(f"{where}: [fixed]", **plain)
 
 
 def model_spec(values: dict) -> str | None:
