@@ -326,3 +326,17 @@ def test_options_that_do_not_apply_are_not_drawn():
             assert "momentum" in trial.params and "nesterov" in trial.params
         study.tell(trial, 0.5)
     assert seen == {"adam", "sgd"}
+
+
+def test_unreachable_ray_address_is_one_line(tmp_path, capsys):
+    pytest.importorskip("ray")
+    from mlplab.cli import main
+
+    (tmp_path / "s.toml").write_text(DIGITS_SWEEP)
+    with socket.socket() as s:  # a port that nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        with pytest.raises(SystemExit) as info:
+            main(["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "out"), "--ray", f"127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and "cannot reach the Ray cluster" in err

@@ -83,6 +83,23 @@ def _write_files(folder: Path, files: dict) -> None:
         atomic_write_bytes(target, data)
 
 
+def _check_reachable(address: str) -> None:
+    """HOST:PORT must answer before ray.init, which would otherwise retry a wrong address for minutes."""
+    import socket
+
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise MlplabError(f"--ray must be HOST:PORT (the address `ray start --head` prints), ray://HOST:PORT or "
+                          f"auto (got {address!r})")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise MlplabError(f"cannot reach the Ray cluster at {address}: {exc.strerror or exc}; start one with "
+                          "`ray start --head`") from None
+
+
 def run_sweep_ray(spec: SweepSpec, out, *, address: str, trials: int | None = None, data: str | None = None,
                   threads: int | None = None, on_event=None, poll: float = 0.2) -> dict:
     """Run the study to `trials` counted trials as Ray tasks, as many at once as the cluster has CPUs for."""
@@ -99,6 +116,7 @@ def run_sweep_ray(spec: SweepSpec, out, *, address: str, trials: int | None = No
     remaining = max(0, total - sw.counted_trials(study))
     if remaining == 0:
         return {"started": 0, "failed": []}
+    _check_reachable(address)
     env = {"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}} if os.environ.get("PYTHONPATH") else None
     try:
         ray.init(address=address, runtime_env=env, log_to_driver=False, logging_level="ERROR",
