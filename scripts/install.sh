@@ -20,5 +20,5 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
         "$VENV/bin/python" -m pip install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "$TORCH_CPU"
     fi
 fi
-"$VENV/bin/python" -m pip install -q -e '.[dev,umap,keras,onnx,tensorboard,mlflow]'
+"$VENV/bin/python" -m pip install -q -e '.[dev,umap,keras,onnx,tensorboard,mlflow,sweep,ray]'
 touch "$VENV/.installed"

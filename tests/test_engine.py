@@ -214,3 +214,23 @@ def test_each_path_is_the_one_asked_for(engine_path):
     model = build("8:relu,dropout:0.5,3:softmax", 4, seed=0)
     loss_sum, _ = engine.train_step(model, torch.randn(6, 4), torch.randint(0, 3, (6,)), "categorical_crossentropy")
     assert isinstance(loss_sum, float if engine_path == "compiled" else torch.Tensor)
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_dropout_on_the_inputs_matches_autograd(act):
+    """A leading dropout layer (Keras allows it) masks the inputs: same masks, same gradients as autograd."""
+    grads = _compare(f"dropout:0.4,7:{act},dropout:0.3,4:softmax", "categorical_crossentropy", "int")
+    # the first layer's weight gradient sees the masked inputs: some input columns are zero for some rows,
+    # so it differs from the same model without the input dropout
+    plain = _compare(f"7:{act},dropout:0.3,4:softmax", "categorical_crossentropy", "int")
+    assert not torch.allclose(grads[0], plain[0])
+
+
+def test_input_dropout_is_off_at_inference():
+    model = build("dropout:0.5,6:relu,3:softmax", 4, seed=0)
+    x = torch.randn(5, 4)
+    model.eval()
+    torch.testing.assert_close(model(x), model(x))
+    kept = build("6:relu,3:softmax", 4, seed=0)
+    kept.load_state_dict(model.state_dict())  # the same dense layers, names included
+    torch.testing.assert_close(model(x), kept.eval()(x))

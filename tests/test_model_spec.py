@@ -83,9 +83,9 @@ def test_list_of_layerspecs_is_accepted():
     ("2000000:relu,1:linear",
      "bad model spec: layer 1 '2000000:relu' (at character 1): 2000000 units is out of range; allowed: 1 to "
      "1,000,000"),
-    ("dropout:0.2,10:softmax",
-     "bad model spec: layer 1 'dropout:0.2' (at character 1): the first layer must be dense (N:ACTIVATION); "
-     "dropout goes after a dense layer"),
+    ("dropout:0.2,dropout:0.1,10:softmax",
+     "bad model spec: layer 2 'dropout:0.1' (at character 13): two dropout layers in a row; use one dropout with "
+     "the combined rate"),
     ("512:relu,dropout:0.2",
      "bad model spec: layer 2 'dropout:0.2' (at character 10): the last layer must be dense (the output layer, "
      "e.g. 10:softmax)"),
@@ -121,3 +121,10 @@ def test_fuzz_only_mlplab_error(text):
         # whatever parses round-trips through the canonical form
         assert parse_spec(canonical(layers)) == layers
         assert layers[0].kind == layers[-1].kind == "dense"
+
+
+def test_dropout_may_come_first_as_keras_allows():
+    layers = parse_spec("dropout:0.1,512:relu,dropout:0.2,10:softmax")
+    assert layers[0] == LayerSpec("dropout", rate=0.1)
+    assert layer_names(layers) == ["dropout_1", "dense_1", "dropout_2", "dense_2"]
+    assert canonical(layers) == "dropout:0.1,512:relu,dropout:0.2,10:softmax"

@@ -29,6 +29,7 @@ COMMANDS = {
     "run": ("mlplab.cli.run_cmd", "run", "Run an experiment file (TOML) end to end."),
     "import": ("mlplab.cli.io_cmd", "import_", "Turn a trained Keras MLP (.keras/.h5) into a run directory."),
     "export": ("mlplab.cli.io_cmd", "export", "Export a run's model to ONNX, TorchScript or Keras."),
+    "sweep": ("mlplab.cli.sweep_cmd", "sweep", "Search training options with Optuna (locally or on Ray); sweep.html."),
     "tensorboard": ("mlplab.cli.tensorboard_cmd", "tensorboard", "Export finished runs as TensorBoard logs."),
     "dynamics": ("mlplab.cli.dynamics_cmd", "dynamics", "Watch the network learn: aligned maps across epochs."),
 }

@@ -63,7 +63,9 @@ class CompiledStep:
         plan = model.plan
         if precision == "bf16" and not (dtype == torch.float32 and k is not None and k.train_step_bf16 is not None):
             return False
-        return (dtype in _CTYPES and plan[-1][1] == "softmax" and plan[-1][0].out_features > 1
+        # dropout on the inputs is not part of the compiled step: the generic engine takes those models
+        return (getattr(model, "input_rate", 0.0) == 0.0 and dtype in _CTYPES and plan[-1][1] == "softmax"
+                and plan[-1][0].out_features > 1
                 and all(activations.REGISTRY[act].compiled is not None for _, act, _ in plan[:-1])
                 and model.input_dim <= _INT_MAX and all(lin.out_features <= _INT_MAX for lin, _, _ in plan))
 

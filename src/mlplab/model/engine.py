@@ -297,6 +297,9 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
     try:
         params = []  # per layer: (weight, bias)
         saved = []  # per hidden layer: (output after dropout, activation, pre-activation or None, mask key or None)
+        if model.input_rate > 0.0:
+            # dropout on the inputs: a new tensor (the batch is the caller's); no gradient flows to the inputs
+            x = masks.dropout(x, model.input_rate, next(keys), k)  # (N, D)
         h = x  # (N, D)
         for i, (lin, act, rate) in enumerate(plan):
             # the Linear's own parameter table (its attribute access goes through nn.Module.__getattr__)
@@ -455,6 +458,8 @@ def reference_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
     keys = iter(masks.draw_keys(model.n_dropout, generator, x.device)) if model.n_dropout else None
     h = x
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+        if model.input_rate > 0.0:
+            h = x * masks.mask_from_key(x, model.input_rate, next(keys))
         for i, (lin, act, rate) in enumerate(plan):
             z = F.linear(h, lin.weight, lin.bias)  # (N, units)
             if i == len(plan) - 1:

@@ -68,14 +68,20 @@ class MLP(nn.Module):
                 self.add_module(name, nn.Dropout(s.rate))
         # The engine's plan: one (linear, activation, dropout rate after it) per dense layer, precomputed so that
         # the hot loop does no name lookups.
+        # A dropout before the first dense layer (Keras allows it: noise on the inputs) is `input_rate`.
         self.plan: list[tuple[nn.Linear, str, float]] = []
+        self.input_rate = 0.0
         for name, s in zip(self.layer_names, self.layer_specs):
             if s.kind == "dense":
                 self.plan.append((getattr(self, name), s.activation, 0.0))
+            elif not self.plan:
+                self.input_rate = s.rate
             else:
                 lin, act, _ = self.plan[-1]
                 self.plan[-1] = (lin, act, s.rate)
-        self.n_dropout = sum(1 for _, _, rate in self.plan[:-1] if rate > 0.0)  # masks drawn per training step
+        # masks drawn per training step: the input's first, then one per hidden layer with dropout
+        self.n_dropout = (sum(1 for _, _, rate in self.plan[:-1] if rate > 0.0)
+                          + (1 if self.input_rate > 0.0 else 0))
 
     # --- forward paths ----------------------------------------------------------------------------------------
     def _run(self, x: torch.Tensor, stop_before_last_activation: bool = False, want=None):

@@ -7,8 +7,8 @@ Grammar (whitespace around tokens and around the colon is ignored, names are cas
             | "dropout" ":" RATE          a dropout layer, 0 <= RATE < 1 (a plain decimal, e.g. 0.2, .5, 2e-1)
 
 Decisions (documented here because the error messages refer to them):
-- The first and the last layer must be dense: dropout on the raw input is not part of the notebook's model, and a
-  dropout after the output layer would only add noise to the predictions.
+- The last layer must be dense: a dropout after the output layer would only add noise to the predictions. A
+  dropout may come first (noise on the inputs, as Keras allows: `dropout:0.1,512:relu,...`).
 - Two dropout layers in a row are rejected (one dropout with the combined rate says the same thing).
 - softmax is allowed in hidden layers, as in Keras (the engine has its exact gradient); it is rarely useful.
 - The units cap guards against typos such as `5120000:relu` that would otherwise end in an out-of-memory crash.
@@ -109,9 +109,6 @@ def _check_structure(layers: list[LayerSpec], columns: list[int] | None) -> list
     for i, layer in enumerate(layers):
         if layer.kind not in ("dense", "dropout"):
             raise MlplabError(f"bad model spec: layer {i + 1} has kind {layer.kind!r}; allowed: dense, dropout")
-    if layers[0].kind == "dropout":
-        raise MlplabError(f"bad model spec: {where(0)}: the first layer must be dense (N:ACTIVATION); "
-                          "dropout goes after a dense layer")
     if layers[-1].kind == "dropout":
         raise MlplabError(f"bad model spec: {where(len(layers) - 1)}: the last layer must be dense "
                           "(the output layer, e.g. 10:softmax)")
