@@ -292,8 +292,10 @@ def test_page_in_headless_chromium_slider_moves_points(run, tmp_path):
     after = [float(v) for v in attrs["after"].split(",")]
 
     coords = np.load(run / "dynamics" / "maps-pca.npz")
-    assert np.allclose(before, [coords["coords.dense_1"][-1, 0, 0], coords["coords.dense_1"][-1, 0, 1],
-                                coords["coords.dense_2"][-1, 5, 0]], atol=1e-4)
-    assert np.allclose(after, [coords["coords.dense_1"][0, 0, 0], coords["coords.dense_1"][0, 0, 1],
-                               coords["coords.dense_2"][0, 5, 0]], atol=1e-4)
+    # the page holds its points in class order (the legend's order): its rows 0 and 5 are these samples
+    row = np.argsort(coords["labels"], kind="stable")
+    assert np.allclose(before, [coords["coords.dense_1"][-1, row[0], 0], coords["coords.dense_1"][-1, row[0], 1],
+                                coords["coords.dense_2"][-1, row[5], 0]], atol=1e-4)
+    assert np.allclose(after, [coords["coords.dense_1"][0, row[0], 0], coords["coords.dense_1"][0, row[0], 1],
+                               coords["coords.dense_2"][0, row[5], 0]], atol=1e-4)
     assert "epoch 0" in attrs["info"] and int(attrs["panels"]) == 2

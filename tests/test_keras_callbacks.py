@@ -35,6 +35,9 @@ class _Trainer:
     def __init__(self, lr):
         self.base, self.lr_scale = lr, 1.0
 
+    def set_lr_scale(self, scale):
+        self.lr_scale = scale
+
     @property
     def current_lr(self):
         return self.base * self.lr_scale

@@ -127,7 +127,7 @@ def test_every_cell_ran_and_the_objects_show_themselves(executed):
     assert "Bokeh=" in first.replace(" ", "") or "window.Bokeh" in first
     assert len(first) > 1_000_000 > len(second)  # BokehJS is about 1.8 MB: sent once per notebook
     for page in (first, second):
-        assert "data:image/png;base64," in page and "Bokeh.embed.embed_items" in page
+        assert "data:image/png;base64," in page and "Bokeh.embed.embed_item(" in page
         assert not EXTERNAL.search(page)
 
 

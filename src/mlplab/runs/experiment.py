@@ -209,7 +209,7 @@ def load_experiment(path, *, data: str | None = None, overrides=()) -> Experimen
             opts["methods"] = _str_list(opts.get("methods", "tsne"), f"{sw}.methods")
             for method in opts["methods"]:
                 if method not in METHODS:
-                    raise MlplabError(f"{sw}.methods: unknown embedding method {method!r}; "
+                    raise MlplabError(f"{sw}.methods: unknown method {method!r}; "
                                       f"choose one of: {', '.join(METHODS)}")
             _expect(opts.setdefault("n", 1000), int, f"{sw}.n", "an integer")
             if opts["n"] < 10:
@@ -220,11 +220,6 @@ def load_experiment(path, *, data: str | None = None, overrides=()) -> Experimen
             if split == "val" and train_of[opts["run"]].val_split == 0:
                 raise MlplabError(f"{sw}.split is 'val' but run {opts['run']!r} trains with val_split = 0")
             _expect(opts.setdefault("seed", 0), int, f"{sw}.seed", "an integer")
-            from mlplab.inspect.embed import METHODS
-
-            for method in opts["methods"]:
-                if method not in METHODS:
-                    raise MlplabError(f"{sw}.methods: unknown method {method!r}; choose from: {', '.join(METHODS)}")
         if kind == "compare":
             _expect(opts.setdefault("title", name), str, f"{sw}.title", "a string")
         opts["note"] = raw.get("note", "")

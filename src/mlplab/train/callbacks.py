@@ -211,7 +211,8 @@ class ReduceLROnPlateau(Callback):
         return value > self.best + self.min_delta
 
     def on_epoch_begin(self, trainer, epoch: int, n_batches: int) -> None:
-        trainer.lr_scale = self.scale  # also puts back a resumed run's reduced rate
+        if trainer.lr_scale != self.scale:  # a resumed run: put its reduced rate back
+            trainer.set_lr_scale(self.scale)
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
         value = logs.get(self.monitor)
@@ -233,7 +234,7 @@ class ReduceLROnPlateau(Callback):
             if old > self.min_lr:  # as Keras: at the floor, nothing changes and the counters run on
                 new = max(old * self.factor, self.min_lr)
                 self.scale *= new / old
-                trainer.lr_scale = self.scale
+                trainer.set_lr_scale(self.scale)
                 self.cooldown_counter = self.cooldown
                 self.wait = 0
 

@@ -49,6 +49,16 @@ class History:
 
         return pd.DataFrame(self.rows, columns=HISTORY_COLUMNS).set_index("epoch")
 
+    def __eq__(self, other) -> bool:
+        """Equal to another History, or to a list of rows (what run.history() returned before it was a History)."""
+        if isinstance(other, History):
+            return self.rows == other.rows
+        if isinstance(other, list):
+            return self.rows == other
+        return NotImplemented
+
+    __hash__ = None  # mutable, compared by value
+
     def __len__(self) -> int:
         return len(self.rows)
 

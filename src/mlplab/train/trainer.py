@@ -163,6 +163,15 @@ class Trainer:
             for k, v in self.model.state_dict().items():
                 v.copy_(state[k])
 
+    def set_lr_scale(self, scale: float) -> None:
+        """Multiply every learning rate the schedule gives by `scale` from now on (ReduceLROnPlateau). A constant
+        schedule's rate is set at once; other schedules apply it at their next step."""
+        self.lr_scale = float(scale)
+        if self.schedule_name == "constant":
+            self.current_lr = self.lr * self.lr_scale
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.current_lr
+
     def request_stop(self) -> None:
         """Finish the current batch, then stop (what Ctrl-C does)."""
         self._stop_requested = True
@@ -255,10 +264,6 @@ class Trainer:
             for epoch in range(start_epoch, epochs):
                 for cb in self.callbacks:
                     cb.on_epoch_begin(self, epoch, n_batches)
-                if constant_lr:  # per epoch: a callback may have changed lr_scale at the end of the last one
-                    self.current_lr = self.lr * self.lr_scale
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = self.current_lr
                 self.model.train()
                 perm = torch.randperm(n, generator=self.shuffle_gen).to(dev)
                 xs, ys = x_t[perm], y_t[perm]                            # one gather per epoch; batches are views
