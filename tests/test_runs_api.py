@@ -96,3 +96,15 @@ def test_mlplab_train_is_both_the_subpackage_and_the_function():
     import mlplab.train.trainer  # noqa: F401  (binds the subpackage to mlplab.train, as any import does)
 
     assert callable(mlplab.train) and mlplab.train.History is mlplab.History
+
+
+def test_report_compare_and_embed_take_a_run_or_a_path(both, tmp_path):
+    py, cli = both
+    page = mlplab.report(py)  # a Run
+    assert page == py.path / "report.html" and "mlplab run report" in page.read_text(encoding="utf-8")
+    html = mlplab.compare([py, str(cli.path)], tmp_path / "cmp", names=["python", "cli"])  # a Run and a path
+    text = html.read_text(encoding="utf-8")
+    assert html.name == "compare.html" and "python" in text and "cli" in text
+    result = mlplab.embed_run(str(cli.path), layer="dense_1", method="pca", n=50, write_html=False)
+    assert len(result.maps) == 1 and result.maps[0].embedding.coords.shape == (50, 2)
+    assert (cli.path / "embeddings" / "dense_1-pca-n50.npz").exists()

@@ -55,3 +55,33 @@ def run_html(opened: Run) -> str:
     links = " · ".join(f'<a href="{esc((opened.path / f).as_posix())}">{esc(f)}</a>' for f in files)
     return (f'<div style="{CARD_STYLE}"><b>Run</b> <code>{esc(opened.path)}</code>'
             f'{html_table(["", ""], facts)}{curves}<div style="color:#555">files: {links}</div></div>')
+
+
+def _as_run(run) -> Run:
+    return run if isinstance(run, Run) else open_run(run)
+
+
+def report(run, **options) -> Path:
+    """`mlplab report RUN` from Python: write the run's report.html and return its path. `run` is a Run or a
+    path; options as write_run_report's (n_mistakes, samples_per_class, title, out_dir, maps)."""
+    from mlplab.runs.report import write_run_report
+
+    return write_run_report(_as_run(run), **options).report
+
+
+def compare(runs, out, *, names=None, title: str = "Run comparison") -> Path:
+    """`mlplab compare RUN RUN... --out OUT` from Python: runs are Run objects or paths; returns compare.html."""
+    from mlplab.runs.compare import write_comparison
+
+    if isinstance(runs, (str, Path, Run)):
+        raise MlplabError("compare takes a list of runs (Run objects or paths), e.g. compare(['runs/a', 'runs/b'], "
+                          "'runs')")
+    return write_comparison([_as_run(r) for r in runs], Path(out), names, title=title).html
+
+
+def embed_run(run, **options):
+    """`mlplab embed RUN` from Python: maps of a run's layers written under RUN/embeddings (or out_dir), returned
+    with their quality scores. For arrays, mlplab.embed(features, method) maps them directly."""
+    from mlplab.runs.maps import embed_run as embed_a_run
+
+    return embed_a_run(_as_run(run), **options)
