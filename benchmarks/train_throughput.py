@@ -146,48 +146,20 @@ def gemm_bf16_seconds(x, y):
 
 
 def mlplab_bf16_seconds(x, y):
-    from mlplab.train import Trainer
-
-    model = __import__("mlplab").build(SPEC, x.shape[1], seed=0)
-    trainer = Trainer(model, optimizer="sgd", lr=LR, batch_size=BATCH, seed=0, precision="bf16")
-
-    def epoch():
-        return trainer.fit(x, y, epochs=trainer.history.epochs_done + 1).rows[-1]["seconds"]
-
-    return _timed(epoch), ""
+    return _timed(mlplab_epoch_seconds(x, y, precision="bf16")), ""
 
 
 def torch_bf16_seconds(x, y):
-    import torch
-    from torch.nn import functional as F
-
-    model = _torch_model()
-    opt = torch.optim.SGD(model.parameters(), lr=LR, foreach=True)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    n = xt.shape[0]
-
-    def epoch():
-        perm = torch.randperm(n)
-        xs, ys = xt[perm], yt[perm]
-        t0 = time.perf_counter()
-        for s in range(0, n, BATCH):
-            opt.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits = model(xs[s:s + BATCH])
-            F.cross_entropy(logits.float(), ys[s:s + BATCH]).backward()
-            opt.step()
-        return time.perf_counter() - t0
-
-    return _timed(epoch), ""
+    return torch_seconds(x, y, bf16=True)
 
 
-def mlplab_epoch_seconds(x, y, *, seed: int = 0):
+def mlplab_epoch_seconds(x, y, *, seed: int = 0, precision: str = "fp32"):
     """mlplab as a user runs it: mlplab.fit's Trainer, one epoch per call; returns history's `seconds` (the
     training pass alone, validation excluded, as the issue defines it)."""
     from mlplab.train import Trainer
 
     model = __import__("mlplab").build(SPEC, x.shape[1], seed=seed)
-    trainer = Trainer(model, optimizer="sgd", lr=LR, batch_size=BATCH, seed=seed)
+    trainer = Trainer(model, optimizer="sgd", lr=LR, batch_size=BATCH, seed=seed, precision=precision)
 
     def epoch():
         history = trainer.fit(x, y, epochs=trainer.history.epochs_done + 1)
@@ -209,7 +181,8 @@ def _torch_model():
                          nn.Dropout(RATE), nn.Linear(512, 10))
 
 
-def torch_seconds(x, y):
+def torch_seconds(x, y, *, bf16: bool = False):
+    """A plain PyTorch loop; bf16=True under torch.autocast (bf16 products, float32 loss), as its users write it."""
     import torch
     from torch.nn import functional as F
 
@@ -224,7 +197,9 @@ def torch_seconds(x, y):
         t0 = time.perf_counter()
         for s in range(0, n, BATCH):
             opt.zero_grad()
-            F.cross_entropy(model(xs[s:s + BATCH]), ys[s:s + BATCH]).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(xs[s:s + BATCH])
+            F.cross_entropy(logits.float(), ys[s:s + BATCH]).backward()
             opt.step()
         return time.perf_counter() - t0
 
