@@ -5,20 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from mlplab.runs.config import load_train_config
-
-ROOT = Path(__file__).resolve().parents[1]
 DEBIAN = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not DEBIAN.exists(), reason="Debian's dataset-fashion-mnist package is not installed")
-def test_fashion_best_recipe_reaches_89_5_percent(tmp_path):
-    from mlplab.runs.session import train_run
-
-    opts = load_train_config(ROOT / "experiments" / "fashion-best.toml")
+def test_fashion_best_recipe_reaches_89_5_percent(fashion_best_fp32):
+    opts, result = fashion_best_fp32  # trained once per session (conftest.py), also the bf16 test's reference
     assert opts.model == "512:relu,dropout:0.2,512:relu,dropout:0.2,10:softmax"
-    result = train_run(opts, tmp_path / "best")
+    assert opts.precision == "fp32"
     m = result.metrics
     assert m["n_test"] == 10_000
     assert m["test_accuracy"] >= 0.895, m["test_accuracy"]

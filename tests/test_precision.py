@@ -208,13 +208,12 @@ def test_bf16_resume_is_bit_identical(bf16_kernels, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not FASHION.exists(), reason="Debian's dataset-fashion-mnist package is not installed")
-def test_fashion_best_recipe_in_bf16_is_within_0_3_points_of_fp32(bf16_kernels, tmp_path):
+def test_fashion_best_recipe_in_bf16_is_within_0_3_points_of_fp32(bf16_kernels, fashion_best_fp32, tmp_path):
     from mlplab.runs.session import train_run
 
-    accuracy = {}
-    for prec in ("fp32", "bf16"):
-        opts = load_train_config(ROOT / "experiments" / "fashion-best.toml")
-        opts.precision = prec
-        accuracy[prec] = train_run(opts, tmp_path / prec).metrics["test_accuracy"]
+    accuracy = {"fp32": fashion_best_fp32[1].metrics["test_accuracy"]}  # the session's fp32 run (conftest.py)
+    opts = load_train_config(ROOT / "experiments" / "fashion-best.toml")
+    opts.precision = "bf16"
+    accuracy["bf16"] = train_run(opts, tmp_path / "bf16").metrics["test_accuracy"]
     assert accuracy["bf16"] >= 0.89, accuracy
     assert abs(accuracy["bf16"] - accuracy["fp32"]) <= 0.003, accuracy
