@@ -19,7 +19,7 @@ from markupsafe import Markup
 
 from mlplab.viz.curves import history_summary
 from mlplab.viz.explorer import EXPLORER_CSS, read_explorer, share_lists
-from mlplab.viz.figures import png_data_uri
+from mlplab.viz.figures import compact_png, png_data_uri
 from mlplab.viz.pages import CSP, bokeh_bundle, environment, esc, render, script_json
 
 __all__ = ["CSP", "CSS", "SECTIONS", "Explorer", "build_report", "esc", "fmt_loss", "fmt_num", "fmt_pct", "img",
@@ -156,7 +156,8 @@ def img(png: bytes | None, alt: str, *, caption: str | None = None, width: int |
         return Markup("")
     cap = f"<figcaption>{esc(caption)}</figcaption>" if caption else ""
     style = f' style="max-width:min(100%,{int(width)}px)"' if width else ""
-    return Markup(f'<figure><img src="{png_data_uri(png)}" alt="{esc(alt)}"{style}>{cap}</figure>')
+    # the page inlines a palette copy (compact_png); the full-colour PNG stays in RUN/plots and RUN/embeddings
+    return Markup(f'<figure><img src="{png_data_uri(compact_png(png))}" alt="{esc(alt)}"{style}>{cap}</figure>')
 
 
 def muted(text: str) -> Markup:
