@@ -122,7 +122,7 @@ def model_html(model) -> str:
     from mlplab.model.summary import summary
 
     return (f'<div style="{CARD_STYLE}"><b>MLP</b> <code>{esc(model.spec)}</code>'
-            f'<pre style="font-size:12px;line-height:1.3">{esc(summary(model))}</pre></div>')
+            f'<pre style="font:12px/1.3 ui-monospace,Menlo,Consolas,monospace">{esc(summary(model))}</pre></div>')
 
 
 # --- the interactive explorer -------------------------------------------------------------------------------
