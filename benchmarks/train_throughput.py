@@ -40,7 +40,10 @@ CONTENDERS = {
     "keras_torch": "Keras on PyTorch",
     "gemm_bf16": "bf16 gemm bound (the 8 products, bf16 in, fp32 accumulate)",
     "mlplab_bf16": "mlplab bf16 (Trainer.fit, precision bf16)",
+    "gemm_onednn": "bf16 matmul via oneDNN (torch.mm on bf16 tensors, bf16 out)",
     "torch_bf16": "PyTorch autocast bf16 (autograd, foreach SGD)",
+    "keras_tf_bf16": "Keras on TensorFlow, mixed_bfloat16 policy",
+    "keras_torch_bf16": "Keras on PyTorch, mixed_bfloat16 policy",
 }
 
 
@@ -145,6 +148,36 @@ def gemm_bf16_seconds(x, y):
     return _timed(epoch), ""
 
 
+def gemm_onednn_seconds(x, y):
+    """The same 8 products as PyTorch's bf16 matmul computes them (oneDNN; bf16 outputs, float32 accumulation):
+    the fastest bf16 product PyTorch offers on this CPU, for comparison with the bound above."""
+    import torch
+
+    xt = torch.from_numpy(x).to(torch.bfloat16)
+    n = xt.shape[0]
+    g = torch.Generator().manual_seed(0)
+    w = [torch.randn(s, generator=g).to(torch.bfloat16) for s in ((512, 784), (512, 512), (10, 512))]
+    out = {s: torch.empty(s, dtype=torch.bfloat16) for s in ((BATCH, 512), (BATCH, 10), (10, 512), (512, 512),
+                                                             (512, 784))}
+    h, zz = torch.randn(BATCH, 512).to(torch.bfloat16), torch.randn(BATCH, 10).to(torch.bfloat16)
+
+    def epoch():
+        t0 = time.perf_counter()
+        for s in range(0, n - BATCH + 1, BATCH):
+            xb = xt[s:s + BATCH]
+            torch.mm(xb, w[0].t(), out=out[(BATCH, 512)])
+            torch.mm(h, w[1].t(), out=out[(BATCH, 512)])
+            torch.mm(h, w[2].t(), out=out[(BATCH, 10)])
+            torch.mm(zz.t(), h, out=out[(10, 512)])
+            torch.mm(zz, w[2], out=out[(BATCH, 512)])
+            torch.mm(h.t(), h, out=out[(512, 512)])
+            torch.mm(h, w[1], out=out[(BATCH, 512)])
+            torch.mm(h.t(), xb, out=out[(512, 784)])
+        return time.perf_counter() - t0
+
+    return _timed(epoch), ""
+
+
 def mlplab_bf16_seconds(x, y):
     return _timed(mlplab_epoch_seconds(x, y, precision="bf16")), ""
 
@@ -242,7 +275,7 @@ def sklearn_seconds(x, y):
     return _timed(epoch), "no dropout"
 
 
-def _keras_seconds(x, y, backend: str):
+def _keras_seconds(x, y, backend: str, policy: str | None = None):
     os.environ["KERAS_BACKEND"] = backend
     try:
         import keras
@@ -250,9 +283,13 @@ def _keras_seconds(x, y, backend: str):
         return None, "skipped: not installed"
     if keras.backend.backend() != backend:
         return None, f"skipped: Keras is on {keras.backend.backend()}"
+    if policy:
+        keras.mixed_precision.set_global_policy(policy)
+    # the output layer in float32 under a mixed policy, as Keras's mixed precision guide asks for softmax
     model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(512, activation="relu"),
                               keras.layers.Dropout(RATE), keras.layers.Dense(512, activation="relu"),
-                              keras.layers.Dropout(RATE), keras.layers.Dense(10, activation="softmax")])
+                              keras.layers.Dropout(RATE),
+                              keras.layers.Dense(10, activation="softmax", dtype="float32" if policy else None)])
     model.compile(optimizer=keras.optimizers.SGD(LR), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     def epoch():
@@ -275,10 +312,23 @@ def keras_torch_seconds(x, y):
     return _keras_seconds(x, y, "torch")
 
 
+def keras_tf_bf16_seconds(x, y):
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        return None, "skipped: not installed"
+    return _keras_seconds(x, y, "tensorflow", "mixed_bfloat16")
+
+
+def keras_torch_bf16_seconds(x, y):
+    return _keras_seconds(x, y, "torch", "mixed_bfloat16")
+
+
 RUNNERS = {"gemm": gemm_seconds, "mlplab": mlplab_seconds, "torch": torch_seconds,
            "dataloader": dataloader_seconds, "sklearn": sklearn_seconds, "keras_tf": keras_tf_seconds,
            "keras_torch": keras_torch_seconds, "gemm_bf16": gemm_bf16_seconds, "mlplab_bf16": mlplab_bf16_seconds,
-           "torch_bf16": torch_bf16_seconds}
+           "torch_bf16": torch_bf16_seconds, "gemm_onednn": gemm_onednn_seconds,
+           "keras_tf_bf16": keras_tf_bf16_seconds, "keras_torch_bf16": keras_torch_bf16_seconds}
 
 
 def _child(name: str, n: int, threads: int | None) -> None:
@@ -288,7 +338,7 @@ def _child(name: str, n: int, threads: int | None) -> None:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
             os.environ[var] = str(threads)
     used = threads or os.cpu_count()
-    if name != "keras_tf":  # the TensorFlow child may run in an interpreter without torch
+    if not name.startswith("keras_tf"):  # the TensorFlow child may run in an interpreter without torch
         import torch
 
         if threads:
@@ -338,7 +388,7 @@ def main(argv=None) -> int:
         for name in names:
             if results[name]["seconds"] is None:
                 continue  # skipped or failed in an earlier round
-            python = args.tf_python if (name == "keras_tf" and args.tf_python) else sys.executable
+            python = args.tf_python if (name.startswith("keras_tf") and args.tf_python) else sys.executable
             cmd = [python, __file__, "--child", name] + (["--quick"] if args.quick else [])
             cmd += ["--threads", str(args.threads)] if args.threads else []
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -375,7 +425,7 @@ def main(argv=None) -> int:
     print(f"mlplab/gemm = {mine:.2f}" if mine is not None else "mlplab/gemm = n/a")
     if "mlplab_bf16" in names:
         # issue 15's goals, as paired per-round ratios: mlplab bf16's epoch against the fp32 and bf16 bounds
-        for bound in ("gemm", "gemm_bf16"):
+        for bound in ("gemm", "gemm_bf16", "gemm_onednn"):
             b, m = results.get(bound, {}).get("seconds"), results["mlplab_bf16"].get("seconds")
             if b and m and len(b) == len(m):
                 print(f"mlplab_bf16/{bound} time ratio = {statistics.median(mm / bb for bb, mm in zip(b, m)):.2f}")

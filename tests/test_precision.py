@@ -25,7 +25,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 def bf16_kernels():
     k = loaded_kernels()[torch.float32]
     if k.train_step_bf16 is None:
-        pytest.skip("this PyTorch exports no cblas_gemm_bf16bf16f32")
+        pytest.skip("no bf16 gemm: neither AVX512-BF16 for mlplab's nor cblas_gemm_bf16bf16f32 in this PyTorch")
     if not precision.cpu_has_bf16():
         pytest.skip("this CPU has no bf16 instructions")
     return k
@@ -79,6 +79,78 @@ def test_cli_refuses_bf16_in_one_line_with_exit_2(no_cpu_bf16, tmp_path, capsys)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "bf16 instructions" in lines[0] and "Traceback" not in err, err
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+# --- the bf16 GEMM (kernels.c's mlplab_gemm_bf16, used where the CPU has AVX512-BF16) -----------------------------
+@pytest.fixture
+def own_gemm():
+    import ctypes
+
+    from mlplab.model import kernels
+
+    lib = ctypes.CDLL(str(kernels.library_path()))  # the library kernels.get() built and loaded
+    lib.mlplab_gemm_bf16_available.restype = ctypes.c_int
+    if not lib.mlplab_gemm_bf16_available():
+        pytest.skip("this CPU (or compiler) has no AVX512-BF16 for mlplab_gemm_bf16")
+    i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
+    gemm = ctypes.CFUNCTYPE(None, i, i, i, i, i, i, f, p, i, p, i, f, p, i)(
+        ctypes.cast(lib.mlplab_gemm_bf16, p).value)
+    lib.mlplab_gemm_bf16_set_threads.argtypes = (ctypes.c_int,)
+    yield gemm, lib.mlplab_gemm_bf16_set_threads
+    lib.mlplab_gemm_bf16_set_threads(torch.get_num_threads())
+
+
+def _run_gemm(gemm, ta, tb, m, n, k, alpha, beta, seed=0, pad=3):
+    """C (m, n) = alpha op(A) op(B) + beta C through the pointer, on matrices with leading dimensions larger than
+    their rows (pad), C's padding columns holding a sentinel; returns (C, the float64 reference, op(A), op(B))."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn((k, m + pad) if ta else (m, k + pad), generator=g).to(torch.bfloat16)
+    b = torch.randn((n, k + pad) if tb else (k, n + pad), generator=g).to(torch.bfloat16)
+    c = torch.randn(m, n + pad, generator=g)
+    op_a = (a[:, :m].t() if ta else a[:, :k]).double()
+    op_b = (b[:, :k].t() if tb else b[:, :n]).double()
+    ref = alpha * (op_a @ op_b) + beta * c[:, :n].double()
+    if beta == 0.0:
+        c[:, :n] = float("nan")  # beta 0: C must not be read (BLAS semantics), so its NaNs must not leak
+    c[:, n:] = 7.0
+    gemm(101, 112 if ta else 111, 112 if tb else 111, m, n, k, alpha, a.data_ptr(), a.shape[1], b.data_ptr(),
+         b.shape[1], beta, c.data_ptr(), c.shape[1])
+    return c, ref, op_a, op_b
+
+
+@pytest.mark.parametrize("ta", [False, True], ids=["A", "At"])
+@pytest.mark.parametrize("tb", [False, True], ids=["B", "Bt"])
+@pytest.mark.parametrize("m, n, k", [(1, 1, 1), (5, 7, 3), (6, 64, 2), (7, 65, 5), (13, 100, 31), (128, 512, 784),
+                                     (512, 784, 128), (10, 512, 127), (127, 10, 513), (3, 1000, 1)])
+@pytest.mark.parametrize("alpha, beta", [(1.0, 0.0), (-0.5, 0.9), (2.0, 1.0)])
+def test_own_bf16_gemm_equals_a_float64_product_of_the_bf16_values(own_gemm, ta, tb, m, n, k, alpha, beta):
+    gemm, _ = own_gemm
+    c, ref, op_a, op_b = _run_gemm(gemm, ta, tb, m, n, k, alpha, beta)
+    # the inputs are exact bf16 values, so the only error is float32 accumulation over k terms
+    bound = 4 * k * 2.0 ** -24 * (abs(alpha) * (op_a.abs() @ op_b.abs()) + abs(beta) * ref.abs().max()) + 1e-30
+    assert ((c[:, :n].double() - ref).abs() <= bound).all()
+    assert (c[:, n:] == 7.0).all()  # nothing written past each row's n columns
+
+
+def test_own_bf16_gemm_is_bit_identical_for_any_thread_count(own_gemm):
+    """Each block of C is summed by one thread in a fixed order, so the split between threads changes no bit
+    (resume within bf16 stays bit-identical when the thread count differs)."""
+    gemm, set_threads = own_gemm
+    results = []
+    for threads in (1, 2, 3):
+        set_threads(threads)
+        results.append([_run_gemm(gemm, ta, tb, 130, 700, 257, -0.25, 1.0, seed=5)[0]
+                        for ta in (False, True) for tb in (False, True)])
+    for other in results[1:]:
+        assert all(torch.equal(x, y) for x, y in zip(results[0], other))
+
+
+def test_bf16_step_uses_the_own_gemm_on_a_cpu_with_avx512_bf16_and_no_amx(own_gemm):
+    from mlplab.model import kernels
+
+    if "amx_bf16" in kernels._cpu_flags():
+        pytest.skip("with AMX, MKL's bf16 gemm is preferred")
+    assert loaded_kernels()[torch.float32].gemm_bf16_name == "mlplab AVX512-BF16"
 
 
 # --- the bf16 step's numbers --------------------------------------------------------------------------------------

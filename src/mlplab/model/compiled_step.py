@@ -135,6 +135,8 @@ class CompiledStep:
         args.x, args.y, args.n = x.data_ptr(), y.data_ptr(), n
         args.lr, args.momentum, args.weight_decay = sgd.lr, mu, sgd.weight_decay
         args.nesterov, args.init = int(sgd.nesterov), int(new_bufs is not None)
+        if self.bf16:
+            self.k.set_gemm_threads(torch.get_num_threads())  # PyTorch's setting, which may change between steps
         rc = self.call(self.args_ref)
         if rc == -1:
             if new_bufs is not None:

@@ -31,7 +31,7 @@ import torch
 
 from mlplab.errors import MlplabError
 
-VERSION = 6  # kernels.c's mlplab_kernels_version()
+VERSION = 7  # kernels.c's mlplab_kernels_version()
 SOURCE = Path(__file__).with_name("kernels.c")
 # -ffp-contract=off: no a*b+c contracted into an FMA, so results equal PyTorch's bit for bit. No -march=native:
 # a cache shared between machines (a network home) must not hand one CPU another's instructions.
@@ -109,7 +109,7 @@ class Step(ctypes.Structure):
         ("nesterov", ctypes.c_int32),
         ("init", ctypes.c_int32),              # 1: the first momentum step (buffers start as the gradient)
         ("stats", ctypes.c_double * 2),        # out: (loss sum, correct count)
-        ("gemm_bf16", ctypes.c_void_p),        # bf16 only: MKL's cblas_gemm_bf16bf16f32
+        ("gemm_bf16", ctypes.c_void_p),        # bf16 only: the bf16 gemm (Kernels.gemm_bf16)
         ("x_bf16", ctypes.c_void_p),           # bf16 only: (n, input_dim) the batch rounded
     ]
 
@@ -143,8 +143,11 @@ class Kernels:
             fn.argtypes, fn.restype = argtypes, restype
             setattr(self, name, fn)
         self.gemm = _blas_gemm(suffix)  # PyTorch's own BLAS gemm for train_step, or None
-        # bf16 mixed precision (float32 masters): MKL's bf16 gemm with float32 output, or None
-        self.gemm_bf16 = _bf16_gemm() if suffix == "f32" else None
+        # bf16 mixed precision (float32 masters): a bf16 gemm with float32 output (kernels.c's own on AVX512-BF16,
+        # else MKL's), its name for status lines, and the thread count it splits its blocks between
+        self.gemm_bf16, self.gemm_bf16_name = _bf16_gemm(lib) if suffix == "f32" else (None, None)
+        self.set_gemm_threads = lib.mlplab_gemm_bf16_set_threads
+        self.set_gemm_threads.argtypes, self.set_gemm_threads.restype = (ctypes.c_int,), None
         self.train_step_bf16 = None
         if self.gemm_bf16 is not None:
             self.train_step_bf16 = lib.mlplab_train_step_bf16
@@ -166,26 +169,58 @@ def _blas_gemm(suffix: str) -> int | None:
     return address if _gemm_works(address, suffix) else None
 
 
-def _bf16_gemm() -> int | None:
-    """The address of MKL's cblas_gemm_bf16bf16f32 in PyTorch's CPU library (bfloat16 inputs, float32
-    accumulation and output), checked with one small product against float32 torch.mm on the same bf16 values;
-    None where it is absent or disagrees."""
-    if not torch.backends.mkl.is_available():
-        return None
+def _bf16_gemm(lib: ctypes.CDLL) -> "tuple[int | None, str | None]":
+    """(address, name) of the bf16 gemm with float32 accumulation and output for the bf16 step, or (None, None).
+
+    kernels.c's own (mlplab_gemm_bf16) where the CPU has AVX512-BF16 and no AMX: MKL's cblas_gemm_bf16bf16f32 in
+    PyTorch's library runs at float32 speed on AMD CPUs (155 GFLOP/s on the development machine's EPYC, against
+    450-680 for ours and for oneDNN's bf16 matmul), while on Intel CPUs with AMX MKL uses the tile unit, which ours
+    does not. MKL's where ours cannot run. Each candidate is checked with one small product first."""
+    candidates = []
+    lib.mlplab_gemm_bf16_available.restype = ctypes.c_int
+    if lib.mlplab_gemm_bf16_available():
+        candidates.append(("mlplab AVX512-BF16", ctypes.cast(lib.mlplab_gemm_bf16, ctypes.c_void_p).value))
+    if torch.backends.mkl.is_available():
+        try:
+            mkl = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))  # already loaded
+            mkl_entry = ("MKL", ctypes.cast(mkl.cblas_gemm_bf16bf16f32, ctypes.c_void_p).value)
+            candidates.insert(0 if _cpu_flags() & {"amx_bf16"} else len(candidates), mkl_entry)
+        except (OSError, AttributeError):
+            pass
+    for name, address in candidates:
+        if _bf16_gemm_works(address):
+            return address, name
+    return None, None
+
+
+def _cpu_flags() -> set:
     try:
-        lib = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
-        fn = lib.cblas_gemm_bf16bf16f32
-    except (OSError, AttributeError):
-        return None
-    address = ctypes.cast(fn, ctypes.c_void_p).value
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _bf16_gemm_works(address: int) -> bool:
+    """One small product per transpose case through the pointer against float32 torch.mm on the same bf16
+    values (exact: small integers over powers of two), with a sentinel after C that must stay untouched."""
     i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
     gemm = ctypes.CFUNCTYPE(None, i, i, i, i, i, i, f, p, i, p, i, f, p, i)(address)
-    a = (torch.arange(1.0, 7.0) / 4).view(2, 3).to(torch.bfloat16)   # exact in bf16
-    b = (torch.arange(1.0, 13.0) / 8).view(3, 4).to(torch.bfloat16)
-    guard = torch.cat([torch.full((8,), -1.0), torch.full((4,), 7.0)])  # C (2, 4), then a sentinel
-    gemm(101, 111, 111, 2, 4, 3, 1.0, a.data_ptr(), 3, b.data_ptr(), 4, 0.0, guard.data_ptr(), 4)  # row-major NN
-    ok = torch.equal(guard[:8].view(2, 4), a.float() @ b.float()) and torch.equal(guard[8:], torch.full((4,), 7.0))
-    return address if ok else None
+    a = (torch.arange(1.0, 16.0) / 4).view(3, 5).to(torch.bfloat16)    # (3, 5), exact in bf16
+    b = (torch.arange(1.0, 36.0) / 8).view(5, 7).to(torch.bfloat16)    # (5, 7): an odd k
+    for ta in (False, True):
+        for tb in (False, True):
+            aa, bb = (a.t().contiguous() if ta else a), (b.t().contiguous() if tb else b)
+            guard = torch.cat([torch.full((21,), -1.0), torch.full((4,), 7.0)])  # C (3, 7), then a sentinel
+            gemm(101, 112 if ta else 111, 112 if tb else 111, 3, 7, 5, 1.0, aa.data_ptr(), aa.shape[1],
+                 bb.data_ptr(), bb.shape[1], 0.0, guard.data_ptr(), 7)
+            if not (torch.equal(guard[:21].view(3, 7), a.float() @ b.float())
+                    and torch.equal(guard[21:], torch.full((4,), 7.0))):
+                return False
+    return True
 
 
 def _gemm_works(address: int, suffix: str) -> bool:
@@ -339,7 +374,9 @@ def _build(source: bytes, folder: Path, lib_path: Path) -> None:
     except OSError as exc:
         raise CacheUnwritable(f"cannot write the kernel cache {folder}: {exc.strerror or exc}") from None
     try:
-        for extra in ((), ("-DMLPLAB_NO_CLONES",)):  # without run-time CPU dispatch if the compiler refuses it
+        # OpenMP for the bf16 gemm's threads (the runtime is the libgomp PyTorch already loaded); without it if the
+        # compiler has none (the gemm then runs on one thread), without run-time CPU dispatch if it refuses that
+        for extra in (("-fopenmp",), (), ("-DMLPLAB_NO_CLONES",)):
             try:
                 proc = subprocess.run([*command, *FLAGS, *extra, "-o", tmp, str(src), *LIBS], capture_output=True,
                                       text=True, timeout=120)
