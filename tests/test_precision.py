@@ -47,7 +47,7 @@ def test_names_and_keras_aliases(name, canonical):
 
 @pytest.mark.parametrize("bad", ["fp16", "", None, 16])
 def test_unknown_precision_lists_the_allowed_values(bad):
-    with pytest.raises(MlplabError, match=r"unknown precision .*; allowed: fp32, bf16 \(or Keras's mixed_bfloat16"):
+    with pytest.raises(MlplabError, match=r"unknown precision .*; allowed: fp32, bf16, tf32 \(or Keras's mixed_bfloat16"):
         precision.normalize(bad)
 
 
@@ -56,6 +56,30 @@ def test_options_take_precision_and_old_runs_load_as_fp32():
     assert TrainOptions.from_mapping({"precision": "mixed_bfloat16"}).precision == "bf16"
     with pytest.raises(MlplabError, match="options: unknown precision 'half'"):
         TrainOptions.from_mapping({"precision": "half"})
+
+
+# --- tf32: a CUDA option ---------------------------------------------------------------------------------------
+def test_tf32_on_the_cpu_is_one_line_with_exit_2_and_no_run_folder(tmp_path, capsys):
+    from mlplab.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", "digits", "--epochs", "1", "--precision", "tf32", "--out", str(tmp_path / "run"),
+              "-q"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert [ln for ln in err.splitlines() if ln.strip()] == [
+        "mlplab: error: --precision tf32 is TensorFloat-32 on CUDA GPUs; on cpu use fp32 or bf16"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_tf32_switch_is_on_only_inside_fit_and_restored():
+    before = torch.backends.cuda.matmul.allow_tf32
+    with precision.products_for("tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    with precision.products_for("fp32"):
+        assert torch.backends.cuda.matmul.allow_tf32 == before
+    assert precision.engine_precision("tf32") == "fp32" and precision.engine_precision("bf16") == "bf16"
 
 
 # --- refusal without bf16 instructions ----------------------------------------------------------------------------

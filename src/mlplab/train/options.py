@@ -95,8 +95,9 @@ class TrainOptions:
         None, f"Also log to MLflow: a tracking URI (http://HOST:PORT, sqlite:///FILE.db); alone: "
         f"{MLFLOW_DEFAULT_URI}.", check=_nonblank, allowed="a tracking URI", resumable=True,
         bare_value=MLFLOW_DEFAULT_URI, recorded=False)
-    precision: str = option("fp32", "fp32, or bf16: matrix products in bfloat16 with float32 accumulation, float32 "
-                            "weights, optimizer state, loss and metrics (Keras's mixed_bfloat16 also accepted).",
+    precision: str = option("fp32", "fp32; bf16: matrix products in bfloat16 with float32 accumulation, float32 "
+                            "weights, optimizer state, loss and metrics (Keras's mixed_bfloat16 also accepted); "
+                            "tf32: fp32 with TensorFloat-32 products on CUDA GPUs.",
                             problem="precision")
     snapshots: typing.Optional[str] = option(
         None, "Snapshots of hidden layers for `mlplab dynamics`: every=N,layers=NAME+NAME|all,n=N, or 'default' "

@@ -20,6 +20,7 @@ import torch
 
 from mlplab.errors import MlplabError
 from mlplab.model.fused_sgd import FusedSGD
+from mlplab.model.precision import engine_precision, products_for
 from mlplab.train.callbacks import Callback, EarlyStopping
 from mlplab.train.history import History
 from mlplab.train.options import TrainOptions
@@ -256,11 +257,12 @@ class Trainer:
         fused = FusedSGD(self.optimizer) if isinstance(self.optimizer, torch.optim.SGD) else None
         # the engine's route, named in the manifest; choosing it builds the kernels (about a second, the first
         # time) before the epoch clock starts
-        self.engine_route = engine.choose_route(self.model, dev, x_t.dtype, fused, self.loss, self.precision).name
+        step_precision = engine_precision(self.precision)  # tf32 steps are fp32 steps with TF32 products
+        self.engine_route = engine.choose_route(self.model, dev, x_t.dtype, fused, self.loss, step_precision).name
         self._begin(callbacks)
 
         check_each_batch = dev.type == "cpu"  # a host sync per batch is free on the CPU, not on a GPU
-        with _ctrl_c_finishes_batch(self):
+        with _ctrl_c_finishes_batch(self), products_for(self.precision):
             for epoch in range(start_epoch, epochs):
                 for cb in self.callbacks:
                     cb.on_epoch_begin(self, epoch, n_batches)
@@ -285,7 +287,7 @@ class Trainer:
                     loss_sum, n_correct = engine.train_step(self.model, xs[s:s + self.batch_size],
                                                             ys[s:s + self.batch_size], self.loss,
                                                             generator=self.dropout_gen, sgd=fused,
-                                                            precision=self.precision)
+                                                            precision=step_precision)
                     if check_each_batch:
                         loss_value = float(loss_sum)
                         if not math.isfinite(loss_value):
