@@ -299,6 +299,7 @@ def test_bf16_resume_is_bit_identical(bf16_kernels, tmp_path):
         manifest = json.loads((tmp_path / run / "manifest.json").read_text())
         assert manifest["environment"]["precision"] == "bf16"
         assert manifest["environment"]["engine_route"] == "c-step-bf16"
+        assert manifest["environment"]["bf16_gemm"] == bf16_kernels.gemm_bf16_name  # bf16 bits depend on it
         assert json.loads((tmp_path / run / "config.json").read_text())["train"]["precision"] == "bf16"
 
 

@@ -129,6 +129,19 @@ def environment() -> dict:
     }
 
 
+def _bf16_gemm(trainer) -> dict:
+    """The compiled bf16 step's GEMM ({"bf16_gemm": "mlplab AVX512-BF16"} or MKL): bf16 results depend on it."""
+    if getattr(trainer, "engine_route", None) != "c-step-bf16":
+        return {}
+    import torch
+
+    from mlplab.model import kernels
+
+    loaded = kernels.get()
+    k = loaded.get(torch.float32) if loaded else None
+    return {"bf16_gemm": k.gemm_bf16_name} if k is not None else {}
+
+
 class RunWriter(Callback):
     """Writes the run folder at the start, after each epoch, on interrupt and at the end.
 
@@ -161,7 +174,7 @@ class RunWriter(Callback):
             "seed": trainer.seed,
             "device": str(trainer.device),
             "environment": {**environment(), "engine_route": getattr(trainer, "engine_route", None),
-                            "precision": getattr(trainer, "precision", "fp32")},
+                            "precision": getattr(trainer, "precision", "fp32"), **_bf16_gemm(trainer)},
             "sessions": existing.get("sessions", []) + [{"started": _now(), "from_epoch": trainer.history.epochs_done}],
             "status": "training",
         }
