@@ -7,14 +7,18 @@ TensorBoard tests; one library run logs to the MLflow server. The server is kill
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -232,6 +236,178 @@ def test_tensorboard_server_answers_with_our_data(cli_run, tmp_path):
         assert metadata[0] == "label\tprediction" and len(metadata) == 361
         sprite = get(f"{base}/projector/sprite_image?run=.&name={name}")
         assert sprite.startswith(b"\x89PNG")
+
+
+# --- the projector page in headless Chromium, driven over the DevTools protocol ------------------------------
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium",
+                             shutil.which("google-chrome")) if p and Path(p).exists()), None)
+
+
+class DevTools:
+    """The least of a WebSocket client (RFC 6455: masked text frames out, text and continuation frames in)
+    speaking Chrome's DevTools protocol to one page: enough to evaluate scripts and take screenshots."""
+
+    def __init__(self, url: str):
+        hostport, _, path = url.removeprefix("ws://").partition("/")
+        host, port = hostport.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=60)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += self._exactly(1)
+        assert head.split(b"\r\n", 1)[0].split()[1] == b"101", head
+        self.last_id = 0
+
+    def _exactly(self, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("Chromium closed the DevTools connection")
+            data += chunk
+        return data
+
+    def _send(self, text: str) -> None:
+        data, mask = text.encode(), os.urandom(4)
+        n = len(data)
+        length = bytes([0x80 | n]) if n < 126 else (bytes([0x80 | 126]) + struct.pack(">H", n) if n < 65536
+                                                    else bytes([0x80 | 127]) + struct.pack(">Q", n))
+        self.sock.sendall(b"\x81" + length + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    def _receive(self) -> str:
+        parts = []
+        while True:
+            b0, b1 = self._exactly(2)
+            n = b1 & 0x7F
+            if n >= 126:
+                n = struct.unpack(">H" if n == 126 else ">Q", self._exactly(2 if n == 126 else 8))[0]
+            payload = self._exactly(n)
+            opcode = b0 & 0x0F
+            if opcode == 0x8:
+                raise ConnectionError("Chromium closed the DevTools connection")
+            if opcode in (0x0, 0x1):
+                parts.append(payload)
+                if b0 & 0x80:
+                    return b"".join(parts).decode()
+
+    def call(self, method: str, **params):
+        self.last_id += 1
+        self._send(json.dumps({"id": self.last_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self._receive())
+            if message.get("id") == self.last_id:  # events (none enabled here) are skipped
+                assert "error" not in message, message
+                return message["result"]
+
+    def evaluate(self, expression: str):
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in result, result["exceptionDetails"]
+        return result["result"].get("value")
+
+
+@contextlib.contextmanager
+def headless_page(url: str, profile: Path, log_path: Path):
+    """Headless Chromium showing `url`, WebGL on SwiftShader (the CPU), with a DevTools connection to it."""
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0", f"--user-data-dir={profile}", "--window-size=1400,900",
+            "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", url]
+    with server(args, log_path):
+        port_file = profile / "DevToolsActivePort"  # Chromium writes the port it chose here
+        for _ in range(600):
+            if port_file.exists() and port_file.read_text().count("\n") >= 1:
+                break
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        targets = json.loads(get(f"http://127.0.0.1:{port}/json/list", ok=lambda b: b'"page"' in b))
+        [page] = [t for t in targets if t["type"] == "page"]
+        yield DevTools(page["webSocketDebuggerUrl"])
+
+
+# The projector page's visible texts in document order (through shadow roots and the two same-origin frames
+# TensorBoard loads it in), and where its WebGL canvas is on the screen.
+PROJECTOR_PROBE = """(() => {
+  const texts = []; let canvas = null;
+  function walk(root, dx, dy) {
+    const it = document.createTreeWalker(root, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT);
+    for (let n = it.nextNode(); n; n = it.nextNode()) {
+      if (n.nodeType === Node.TEXT_NODE) {
+        const t = n.textContent.trim(), tag = n.parentElement ? n.parentElement.tagName : '';
+        if (t && tag !== 'STYLE' && tag !== 'SCRIPT') texts.push(t);
+        continue;
+      }
+      if (n.shadowRoot) walk(n.shadowRoot, dx, dy);
+      if (n.tagName === 'IFRAME' && n.contentDocument) {
+        const r = n.getBoundingClientRect();
+        walk(n.contentDocument, dx + r.left, dy + r.top);
+      }
+      if (n.tagName === 'CANVAS' && !canvas && n.closest && n.closest('#scatter')) {
+        const r = n.getBoundingClientRect();
+        if (r.width > 100 && r.height > 100) canvas = {x: dx + r.left, y: dy + r.top, width: r.width, height: r.height};
+      }
+    }
+  }
+  walk(document, 0, 0);
+  return {texts, canvas};
+})()"""
+
+
+def _after(texts: list[str], label: str) -> str | None:
+    return texts[texts.index(label) + 1] if label in texts[:-1] else None
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed")
+def test_projector_page_in_headless_chromium_shows_the_points(cli_run, tmp_path):
+    """`tensorboard --logdir` on 127.0.0.1, its #projector page in headless Chromium: the page names our
+    tensors with their shapes, says it shows all 360 points of dense_1 in 32 dimensions, colours by our
+    metadata (as many colours as distinct labels and predictions), and its WebGL canvas draws the sprites."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    port = free_port()
+    args = [str(BIN / "tensorboard"), "--logdir", str(cli_run / "tb"), "--host", "127.0.0.1", "--port", str(port),
+            "--load_fast", "false"]
+    metadata = (cli_run / "tb" / f"{EPOCHS:05d}" / "dense_1" / "metadata.tsv").read_text().splitlines()[1:]
+    labels, predictions = zip(*(line.split("\t") for line in metadata))
+    with server(args, tmp_path / "tensorboard.log"):
+        get(f"http://127.0.0.1:{port}/data/plugin/projector/info?run=.", ok=lambda b: b"embeddings" in b)
+        with headless_page(f"http://127.0.0.1:{port}/#projector", tmp_path / "profile",
+                           tmp_path / "chromium.log") as page:
+            found = None
+            for _ in range(240):  # the page loads the tensor, then computes PCA: seconds on a busy machine
+                found = page.evaluate(PROJECTOR_PROBE)
+                texts = found["texts"]
+                shown = _after(texts, "Points:") or ""
+                if (shown.isdigit() and shown != "0" and any(t.endswith("tensors found") for t in texts)
+                        and found["canvas"] and "Computing PCA..." not in texts):
+                    break
+                time.sleep(0.5)
+            texts = found["texts"]
+            assert "3 tensors found" in texts, texts[:80]
+            for layer, units in (("dense_1", 32), ("dense_2", 16), ("dense_3", 10)):
+                assert _after(texts, f"{layer}:{EPOCHS:05d}") == f"360x{units}"
+            assert _after(texts, "Points:") == "360" and _after(texts, "Dimension:") == "32"
+            assert texts[texts.index("Metadata") + 1:texts.index("Metadata") + 5] == [
+                "label", f"{len(set(labels))}  colors", "prediction", f"{len(set(predictions))}  colors"]
+            shown_path = "".join(texts[texts.index("Metadata:") + 1:][:8])  # the page breaks it into spans
+            assert shown_path.startswith(f"{EPOCHS:05d}/dense_1/metadata.tsv")  # the metadata file it loaded
+            time.sleep(2)  # a few frames more: the sprites' texture is drawn once loaded
+            box = page.evaluate(PROJECTOR_PROBE)["canvas"]
+            assert box, "the projector has no WebGL canvas"
+            shot = page.call("Page.captureScreenshot", format="png",
+                             clip={**{k: box[k] for k in ("x", "y", "width", "height")}, "scale": 1})
+    png = base64.b64decode(shot["data"])
+    (tmp_path / "projector.png").write_bytes(png)  # to look at when this fails
+    with Image.open(BytesIO(png)) as image:
+        grey = np.asarray(image.convert("L"))
+    # the scatter's background is white; the digit sprites are white strokes on black squares: a blank or
+    # sprite-less canvas has (almost) no dark pixels, 360 sprites make about 10% of it dark
+    dark = int((grey < 40).sum())
+    assert grey.shape[0] > 100 and grey.shape[1] > 100
+    assert dark > 0.01 * grey.size, f"{dark} dark pixels of {grey.size}: the projector drew no sprites"
 
 
 def test_tensorboard_verb_exports_a_finished_run(cli_run, tmp_path, capsys):
