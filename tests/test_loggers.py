@@ -118,6 +118,10 @@ def test_bare_mlflow_flag_logs_to_the_local_sqlite_store(cli_run):
     assert run.data.params["model"] == SPEC and run.data.params["epochs"] == str(EPOCHS)
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
     assert steps == list(range(1, EPOCHS + 1))
+    # the run folder records its MLflow run, with the store's absolute address, for a resume to continue it
+    record = json.loads((cli_run / "run" / "mlflow.json").read_text())
+    assert record["runs"] == [{"tracking_uri": f"sqlite:///{cli_run.resolve() / 'mlruns.db'}",
+                               "run_id": run.info.run_id, "experiment": "mlplab"}]
 
 
 def test_flag_value_is_optional_only_for_mlflow(capsys, tmp_path):
@@ -440,6 +444,31 @@ def test_tensorboard_callback_from_python(tmp_path):
     assert len((tmp_path / "tb" / "00002" / "dense_1" / "metadata.tsv").read_text().splitlines()) == 51
 
 
+def test_mlflow_logger_from_python_across_fits(tmp_path):
+    """`fit` twice with the same MLflowLogger: one run, epochs 1-4 once each. A new logger on a model
+    trained before: a new run with the whole history."""
+    from mlflow.tracking import MlflowClient
+
+    import mlplab
+
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    ds = mlplab.load_dataset("digits")
+    model = mlplab.build("16:relu,10:softmax", 64, seed=1)
+    logger = mlplab.MLflowLogger(uri, run_name="twice", log_model=False)
+    for _ in range(2):
+        history = mlplab.fit(model, ds.x_train, ds.y_train, epochs=2, validation_split=0.1, seed=1, callbacks=[logger])
+    assert logger.warnings == []
+    later = mlplab.MLflowLogger(uri, run_name="later", log_model=False)
+    mlplab.fit(model, ds.x_train, ds.y_train, epochs=1, validation_split=0.1, callbacks=[later])
+    client = MlflowClient(uri)
+    assert [r.info.run_name for r in client.search_runs([client.get_experiment_by_name("mlplab").experiment_id],
+                                                        order_by=["attributes.start_time"])] == ["twice", "later"]
+    assert [(m.step, m.value) for m in sorted(client.get_metric_history(logger.run_id, "val_loss"),
+                                              key=lambda m: m.step)] == list(zip([1, 2, 3, 4], history.history["val_loss"]))
+    assert _metric_steps(client, later.run_id, "loss") == [1, 2, 3, 4, 5]
+    assert client.get_run(logger.run_id).info.status == "FINISHED"
+
+
 # --- MLflow against a real server ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
@@ -551,6 +580,150 @@ def _assert_complete(run: Path, epochs: int) -> None:
     assert len(history_rows(run)) == epochs
     for name in ("config.json", "model.safetensors", "metrics.json", "summary.txt", "checkpoints/last.safetensors"):
         assert (run / name).is_file(), name
+
+
+def _metric_steps(client, run_id: str, key: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, key))
+
+
+def _runs_named(client, name: str) -> list:
+    return client.search_runs([client.get_experiment_by_name("mlplab").experiment_id],
+                              filter_string=f"attributes.run_name = '{name}'")
+
+
+def test_a_resumed_run_continues_its_mlflow_run(mlflow_server, tmp_path, capsys):
+    """2 epochs, then `mlplab train --resume RUN --epochs 4 --mlflow URI`: one MLflow run, epochs 1-4 once
+    each, the parameters as first logged (the changed `epochs` in a tag), FINISHED. A run deleted from the
+    store meanwhile: the resume goes to a new run, whole (the earlier epochs from the history), with one
+    warning line."""
+    from mlflow.tracking import MlflowClient
+
+    from mlplab.runs.session import train_run
+    from mlplab.train.options import TrainOptions
+
+    uri = mlflow_server["uri"]
+    run = tmp_path / "resumed-mlp"
+    first = train_run(TrainOptions(data="digits", model=SPEC, lr=0.1, epochs=2, seed=5, mlflow=uri), run)
+    assert first.warnings == []
+    client = MlflowClient(uri)
+    [logged] = _runs_named(client, "resumed-mlp")
+    run_id = logged.info.run_id
+    assert json.loads((run / "mlflow.json").read_text())["runs"] == [
+        {"tracking_uri": uri, "run_id": run_id, "experiment": "mlplab"}]
+    code, _, err = run_cli(["train", "--resume", str(run), "--epochs", "4", "--mlflow", uri + "/", "--quiet"], capsys)
+    assert code == 0 and err == ""
+    [again] = _runs_named(client, "resumed-mlp")
+    assert again.info.run_id == run_id and again.info.status == "FINISHED"
+    rows = history_rows(run)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+        logged = client.get_metric_history(run_id, key)
+        assert [(m.step, m.value) for m in sorted(logged, key=lambda m: m.step)] == [
+            (int(r["epoch"]), float(r[key])) for r in rows], key
+    assert _metric_steps(client, run_id, "test_accuracy") == [2, 4]  # each finish's test score, at its epoch
+    assert again.data.metrics["test_accuracy"] == json.loads((run / "metrics.json").read_text())["test_accuracy"]
+    assert again.data.params["epochs"] == "2" and again.data.tags["mlplab.resumed.epochs"] == "4"
+    assert again.data.params["model"] == SPEC
+    # the run deleted in MLflow: the next resume logs to a new run and says so, once
+    client.delete_run(run_id)
+    code, _, err = run_cli(["train", "--resume", str(run), "--epochs", "5", "--mlflow", uri, "--quiet"], capsys)
+    assert code == 0 and err.count("\n") == 1
+    [new] = _runs_named(client, "resumed-mlp")
+    assert err == f"mlplab: warning: MLflow run {run_id} is not in {uri} (deleted?); logging to a new run, " \
+                  f"{new.info.run_id}\n"
+    assert new.info.run_id != run_id and new.info.status == "FINISHED"
+    rows = history_rows(run)
+    assert [(m.step, m.value) for m in sorted(client.get_metric_history(new.info.run_id, "val_loss"),
+                                              key=lambda m: m.step)] == [
+        (int(r["epoch"]), float(r["val_loss"])) for r in rows]
+    assert new.data.params["epochs"] == "5"
+    assert json.loads((run / "mlflow.json").read_text())["runs"][0]["run_id"] == new.info.run_id
+
+
+KILLED_AFTER_LOGGING = textwrap.dedent("""
+    # epochs 1-3 sent to MLflow and written to TensorBoard, then the process dies (as with kill -9) before
+    # the run writer saves epoch 3's checkpoint: its last checkpoint is epoch 2
+    import os, sys
+    from mlplab.runs.mlflow_logger import MLflowLogger
+    from mlplab.runs.session import train_run
+    from mlplab.runs.tensorboard import TensorBoard
+    from mlplab.train import LambdaCallback
+    from mlplab.train.options import TrainOptions
+
+    uri, run, tb = sys.argv[1:]
+    mlflow = MLflowLogger(uri, run_name="killed-after-logging")
+
+    def die(trainer, epoch, logs):
+        if epoch + 1 == 3:
+            assert mlflow.flush(timeout=120)
+            os._exit(9)
+
+    train_run(TrainOptions(data="digits", model="{spec}", lr=0.1, epochs=4, seed=5), run,
+              callbacks=[mlflow, TensorBoard(tb), LambdaCallback(on_epoch_end=die)])
+""").format(spec=SPEC)
+
+
+def test_a_run_killed_after_logging_an_epoch_resumes_without_duplicate_steps(mlflow_server, tmp_path):
+    """Killed after epoch 3 reached MLflow and TensorBoard but before its checkpoint: the resume trains epoch 3
+    again; MLflow's history and TensorBoard's reader still have each of epochs 1-4 once."""
+    from mlflow.tracking import MlflowClient
+
+    from mlplab.runs.session import resume_run
+
+    uri, run, tb = mlflow_server["uri"], tmp_path / "run", tmp_path / "tb"
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_AFTER_LOGGING)
+    proc = subprocess.run([sys.executable, str(script), uri, str(run), str(tb)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    client = MlflowClient(uri)
+    [logged] = _runs_named(client, "killed-after-logging")
+    assert _metric_steps(client, logged.info.run_id, "loss") == [1, 2, 3] and len(history_rows(run)) == 2
+    result = resume_run(run, tensorboard=str(tb), mlflow=uri)
+    assert result.warnings == [] and result.history.epochs_done == 4
+    [again] = _runs_named(client, "killed-after-logging")
+    assert again.info.run_id == logged.info.run_id and again.info.status == "FINISHED"
+    rows = history_rows(run)
+    for key in ("loss", "val_accuracy"):
+        # one value per epoch; epoch 3's is the killed process's, equal to the resumed one's (resume is exact)
+        assert [(m.step, m.value) for m in sorted(client.get_metric_history(again.info.run_id, key),
+                                                   key=lambda m: m.step)] == [
+            (int(r["epoch"]), float(r[key])) for r in rows], key
+    acc = _accumulator(tb)  # TensorBoard's own reader: the old epoch-3 events are purged
+    for tag in ("loss", "val_accuracy", "seconds"):
+        assert [(e.step, e.value) for e in acc.Scalars(tag)] == [
+            (int(r["epoch"]), float(np.float32(float(r[tag])))) for r in rows], tag
+    assert [h.step for h in acc.Histograms("dense_1/kernel")] == [1, 2, 3, 4]
+    assert len(acc.Tensors("model/summary/text_summary")) == 1  # the summary and the hparams: once per run
+    assert len(acc.PluginTagToContent("hparams")) == 3
+
+
+def test_a_resumed_run_keeps_its_tensorboard_run(tmp_path):
+    """2 epochs with --tensorboard, resumed to 4 with the same folder: TensorBoard's reader has epochs 1-4 once,
+    the summary and hparams once, and the projector lists the embeddings of epoch 2 and of epoch 4."""
+    from mlplab.runs.session import resume_run, train_run
+    from mlplab.train.options import TrainOptions
+
+    run, tb = tmp_path / "run", tmp_path / "tb"
+    train_run(TrainOptions(data="digits", model=SPEC, epochs=2, tensorboard=str(tb)), run)
+    resume_run(run, epochs=4, tensorboard=str(tb))
+    acc = _accumulator(tb)
+    rows = history_rows(run)
+    assert [(e.step, e.value) for e in acc.Scalars("val_loss")] == [
+        (int(r["epoch"]), float(np.float32(float(r["val_loss"])))) for r in rows]
+    assert [h.step for h in acc.Histograms("dense_2/kernel")] == [1, 2, 3, 4]
+    assert len(acc.Tensors("model/summary/text_summary")) == 1 and len(acc.PluginTagToContent("hparams")) == 3
+    config = (tb / "projector_config.pbtxt").read_text()
+    names = [line.split('"')[1] for line in config.splitlines() if "tensor_name" in line]
+    assert names == [f"dense_{i}:{e:05d}" for e in (2, 4) for i in (1, 2, 3)]
+    # a run resumed with --tensorboard that was not logged before: its earlier epochs' scalars, summary and
+    # hparams too
+    fresh = tmp_path / "tb-later"
+    resume_run(run, epochs=5, tensorboard=str(fresh))
+    later = _accumulator(fresh)
+    assert [(e.step, e.value) for e in later.Scalars("loss")] == [
+        (int(r["epoch"]), float(np.float32(float(r["loss"])))) for r in history_rows(run)]
+    assert [h.step for h in later.Histograms("dense_2/kernel")] == [5]
+    assert len(later.Tensors("model/summary/text_summary")) == 1 and len(later.PluginTagToContent("hparams")) == 3
 
 
 def test_mlflow_server_killed_mid_run(mlflow_server, tmp_path):
