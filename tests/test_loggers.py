@@ -726,6 +726,60 @@ def test_a_resumed_run_keeps_its_tensorboard_run(tmp_path):
     assert len(later.Tensors("model/summary/text_summary")) == 1 and len(later.PluginTagToContent("hparams")) == 3
 
 
+EXPERIMENT = """
+name = "logged"
+data = "digits"
+[defaults]
+model = "{spec}"
+lr = 0.1
+seed = 2
+mlflow = "{uri}"
+tensorboard = "{tb}"
+[[stage]]
+kind = "train"
+name = "a"
+epochs = 2
+[[stage]]
+kind = "continue"
+run = "a"
+epochs = 4
+"""
+
+
+def test_an_experiments_continue_stage_goes_on_in_the_same_mlflow_and_tensorboard_runs(mlflow_server, tmp_path,
+                                                                                      capsys):
+    from mlflow.tracking import MlflowClient
+
+    uri, tb = mlflow_server["uri"], tmp_path / "tb"
+    exp = tmp_path / "exp.toml"
+    exp.write_text(EXPERIMENT.format(spec=SPEC, uri=uri, tb=tb))
+    code, _, err = run_cli(["run", str(exp), "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert code == 0 and "warning" not in err
+    client = MlflowClient(uri)
+    [run] = _runs_named(client, "a")
+    assert run.info.status == "FINISHED" and _metric_steps(client, run.info.run_id, "val_loss") == [1, 2, 3, 4]
+    assert [e.step for e in _accumulator(tb).Scalars("val_loss")] == [1, 2, 3, 4]
+
+
+def test_mlplab_run_prints_the_loggers_warning_once(tmp_path, capsys, monkeypatch):
+    """An experiment logging to an MLflow address where nothing listens: it finishes (exit 0), its run is
+    complete, and stderr has one warning line, as `mlplab train` prints it."""
+    from mlplab.runs.mlflow_logger import MLflowLogger
+
+    # the CLI's wait for a server that does not answer (15 s), shortened
+    monkeypatch.setitem(MLflowLogger.__init__.__kwdefaults__, "timeout", 1.0)
+    uri = f"http://127.0.0.1:{free_port()}"
+    exp = tmp_path / "exp.toml"
+    exp.write_text(EXPERIMENT.format(spec=SPEC, uri=uri, tb=tmp_path / "tb").split("[[stage]]\nkind = \"continue\"")[0])
+    code, out, err = run_cli(["run", str(exp), "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    [line] = err.splitlines()
+    assert line.startswith(f"mlplab: warning: MLflow at {uri} failed sending the run itself (connection refused)")
+    assert "not logged: the run itself, metrics of epochs 1-2" in line and "is complete" in line
+    _assert_complete(tmp_path / "out" / "a", 2)
+    assert "stage 1/1: train" in out and "finished" in out
+
+
 def test_mlflow_server_killed_mid_run(mlflow_server, tmp_path):
     """Runs last in this module: it kills the server. Training finishes, the folder is complete, one warning
     names what was not logged, and what was sent before the kill is in the server's store."""
