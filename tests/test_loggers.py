@@ -764,10 +764,13 @@ def test_an_experiments_continue_stage_goes_on_in_the_same_mlflow_and_tensorboar
 def test_mlplab_run_prints_the_loggers_warning_once(tmp_path, capsys, monkeypatch):
     """An experiment logging to an MLflow address where nothing listens: it finishes (exit 0), its run is
     complete, and stderr has one warning line, as `mlplab train` prints it."""
-    from mlplab.runs.mlflow_logger import MLflowLogger
+    from mlplab.runs import mlflow_logger
 
-    # the CLI's wait for a server that does not answer (15 s), shortened
-    monkeypatch.setitem(MLflowLogger.__init__.__kwdefaults__, "timeout", 1.0)
+    class QuickLogger(mlflow_logger.MLflowLogger):  # the CLI's wait for a server that does not answer, 15 s: 1 s
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "timeout": 1.0})
+
+    monkeypatch.setattr(mlflow_logger, "MLflowLogger", QuickLogger)  # what the run session imports
     uri = f"http://127.0.0.1:{free_port()}"
     exp = tmp_path / "exp.toml"
     exp.write_text(EXPERIMENT.format(spec=SPEC, uri=uri, tb=tmp_path / "tb").split("[[stage]]\nkind = \"continue\"")[0])
