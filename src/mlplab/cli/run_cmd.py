@@ -23,11 +23,14 @@ def run(experiment_file, data, out, overrides, overwrite, quiet):
     """Run the stages of an experiment file (train, continue, embed, report, compare) in order.
 
     Running it again continues: stages already done are skipped, an interrupted one resumes."""
+    import logging
     import shlex
 
     from mlplab.cli.train_cmd import _console
     from mlplab.runs.experiment import load_experiment, run_experiment
 
+    # the library logs its warnings as well as returning them; they are printed below, once (as `train` does)
+    logging.getLogger("mlplab").addHandler(logging.NullHandler())
     console = _console()
     exp = load_experiment(experiment_file, data=data, overrides=overrides)
     out = out or Path("runs") / exp.name
@@ -53,6 +56,8 @@ def run(experiment_file, data, out, overrides, overwrite, quiet):
     def on_stage_done(result):
         for note in result.notes:
             click.echo(f"mlplab: note: {note}", err=True)
+        for line in result.warnings:  # the loggers' (a tracking server that stopped answering): always shown
+            click.echo(f"mlplab: warning: {line}", err=True)
         if result.skipped:
             console.print(f"[dim]skipped[/dim] {result.summary}")
         else:

@@ -234,6 +234,7 @@ class StageResult:
     paths: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)   # adjustments the user should know about (clamped n)
     skipped: bool = False         # done by an earlier `mlplab run` of the same experiment
+    warnings: list[str] = field(default_factory=list)  # the loggers' (a tracking server that did not answer)
 
 
 def stage_fingerprint(exp: Experiment, stage: Stage) -> str:
@@ -285,6 +286,10 @@ def run_experiment(exp: Experiment, out, *, overwrite: bool = False, callbacks_f
 
     out = Path(out)
     run_paths = {s.options["name"]: out / s.options["name"] for s in exp.stages if s.kind == "train"}
+    # where a run logs (TensorBoard, MLflow) is its train stage's choice; resuming or continuing it logs there
+    # too, so that its TensorBoard run and its MLflow run go on
+    loggers = {s.options["name"]: {"tensorboard": s.options["train"].tensorboard, "mlflow": s.options["train"].mlflow}
+               for s in exp.stages if s.kind == "train"}
     fingerprints = [stage_fingerprint(exp, st) for st in exp.stages]
     if overwrite:
         for p in run_paths.values():  # refuses folders that are not runs, before any stage spends time
@@ -338,13 +343,13 @@ def run_experiment(exp: Experiment, out, *, overwrite: bool = False, callbacks_f
         if stage.kind == "train":
             path = run_paths[o["name"]]
             if started and (path / "checkpoints" / "last.safetensors").exists():
-                res = _resume_or_done(path, o["train"].epochs, cbs, resume_run)
+                res = _resume_or_done(path, o["train"].epochs, cbs, resume_run, loggers[o["name"]])
             else:  # new, or interrupted before its first checkpoint: this stage's own folder starts again
                 res = train_run(o["train"], path, overwrite=started or overwrite, callbacks=cbs)
-            result = StageResult(stage, _train_line(o["name"], res), [res.path])
+            result = StageResult(stage, _train_line(o["name"], res), [res.path], warnings=list(res.warnings))
         elif stage.kind == "continue":
-            res = _resume_or_done(run_paths[o["run"]], o["epochs"], cbs, resume_run)
-            result = StageResult(stage, _train_line(o["run"], res), [res.path])
+            res = _resume_or_done(run_paths[o["run"]], o["epochs"], cbs, resume_run, loggers[o["run"]])
+            result = StageResult(stage, _train_line(o["run"], res), [res.path], warnings=list(res.warnings))
         elif stage.kind == "embed":
             result = _embed_stage(stage, run_paths[o["run"]])
         elif stage.kind == "report":
@@ -385,15 +390,16 @@ def _runs_of(stage: Stage, run_paths: dict) -> set[str]:
     return set(o.get("runs") or run_paths)
 
 
-def _resume_or_done(path: Path, epochs: int, callbacks, resume_run):
-    """Resume a run to `epochs`; one that already got there (stopped after its last save) is simply done."""
+def _resume_or_done(path: Path, epochs: int, callbacks, resume_run, loggers: dict):
+    """Resume a run to `epochs`, logging where `loggers` says (tensorboard=, mlflow=); one that already got
+    there (stopped after its last save) is simply done."""
     from mlplab.runs.folder import open_run
     from mlplab.runs.session import TrainResult
 
     if _train_stage_done(path, epochs):
         run = open_run(path)
         return TrainResult(path, run.history(), run.metrics(), None, target_epochs=epochs)
-    return resume_run(path, epochs=epochs, callbacks=callbacks)
+    return resume_run(path, epochs=epochs, callbacks=callbacks, **loggers)
 
 
 def _train_line(name: str, res) -> str:

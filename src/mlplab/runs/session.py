@@ -139,8 +139,9 @@ def train_run(opts: TrainOptions, out, *, overwrite: bool = False, callbacks=())
         return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks)
 
 
-def _loggers(opts: TrainOptions, ds, path: Path, config: dict) -> list:
-    """The TensorBoard and MLflow callbacks that --tensorboard / --mlflow ask for."""
+def _loggers(opts: TrainOptions, ds, path: Path, config: dict, *, resuming: bool = False) -> list:
+    """The TensorBoard and MLflow callbacks that --tensorboard / --mlflow ask for. A resumed run continues
+    the MLflow run recorded in its folder for that tracking store (RUN/mlflow.json)."""
     out = []
     spec, data = config["model"]["spec"], config["data"]["name"]
     if opts.tensorboard:
@@ -151,12 +152,13 @@ def _loggers(opts: TrainOptions, ds, path: Path, config: dict) -> list:
                                class_names=list(ds.class_names), hparams=run_hparams(config["train"], spec, data),
                                seed=opts.seed))
     if opts.mlflow:
-        from mlplab.runs.mlflow_logger import MLflowLogger
+        from mlplab.runs.mlflow_logger import MLflowLogger, recorded_run
 
         params = {"data": data, "model": spec, "init": config["model"].get("init"),
                   "val_split": config["data"].get("val_split")}
         params.update({k: v for k, v in config["train"].items() if k not in ("device", "threads")})
-        out.append(MLflowLogger(opts.mlflow, run_name=path.resolve().name, params=params))
+        out.append(MLflowLogger(opts.mlflow, run_name=path.resolve().name, params=params,
+                                run_id=recorded_run(path, opts.mlflow) if resuming else None))
     return out
 
 
@@ -232,7 +234,7 @@ def _resume_run(run, *, epochs, callbacks, device, threads, tensorboard, mlflow)
     from mlplab.atomic import atomic_write_json
 
     atomic_write_json(run.path / "config.json", config)
-    callbacks = list(callbacks) + _loggers(opts, ds, run.path, config)
+    callbacks = list(callbacks) + _loggers(opts, ds, run.path, config, resuming=True)
     return _fit_and_evaluate(trainer, writer, ds, opts, es, callbacks, finish_only=finish_only)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,16 @@ def write_projector(writer, model, images, labels, class_names, step: int, layer
     sprite = _sprite_images(images)
     tags = []
     for name, values in activations(model, x, resolve_layers(model, layers)).items():
+        stale = Path(writer.log_dir) / f"{step:05d}" / name
+        if stale.is_dir() and not stale.is_symlink():
+            # this epoch's embedding again (a resumed run trains again the epochs past its last checkpoint):
+            # the new files replace the old ones (SummaryWriter would print a warning and write over them)
+            shutil.rmtree(stale)
+        config = getattr(writer, "_projector_config", None)  # and its entry in the projector's config
+        if config is not None and any(e.tensor_path.startswith(f"{step:05d}/{name}/") for e in config.embeddings):
+            kept = [e for e in config.embeddings if not e.tensor_path.startswith(f"{step:05d}/{name}/")]
+            del config.embeddings[:]
+            config.embeddings.extend(kept)
         writer.add_embedding(torch.from_numpy(np.ascontiguousarray(values)), metadata=metadata,
                              label_img=sprite, global_step=step, tag=name, metadata_header=["label", "prediction"])
         tags.append(name)
@@ -138,7 +149,8 @@ class TensorBoard(Callback):
 
     Every epoch: the history's scalars (loss, accuracy, val_loss, val_accuracy, lr, seconds; step = epoch,
     1-based as in history.csv). Every `histogram_freq` epochs (0: never): weight, bias and activation
-    histograms per dense layer. Once: the model summary as text and the hyper-parameters (HParams plugin).
+    histograms per dense layer. Once: the model summary as text and the hyper-parameters (HParams plugin),
+    and the scalars of the epochs trained before, when the model was trained without this log (a resumed run).
     At the end of training, and every `embeddings_freq` epochs when > 0: the Embedding Projector for
     `embeddings_layers` on a seeded sample of `embeddings_data` = (images or features, labels).
     """
@@ -178,12 +190,18 @@ class TensorBoard(Callback):
         from mlplab.model import summary
 
         done = trainer.history.epochs_done
+        # once per TensorBoard run: a resumed run that logged before has them, one logged from now on does not
+        first = done == 0 or not any(self.log_dir.glob("events.out.tfevents.*"))
         # a resumed run may have logged epochs past its last checkpoint before it stopped: TensorBoard drops
         # those steps from the older event files (purge_step) instead of drawing them twice
         self.writer = summary_writer(self.log_dir, purge_step=done + 1 if done else None)
-        if done == 0:
+        if done:
+            _keep_projector_embeddings(self.writer, self.log_dir, done)
+        if first:
             write_summary_text(self.writer, summary(trainer.model))
             write_hparams(self.writer, self.hparams if self.hparams is not None else _trainer_hparams(trainer))
+            for row in trainer.history.rows:  # a run logged from its resume on: the epochs before, from its history
+                write_scalars(self.writer, row, int(row["epoch"]))
         self.writer.flush()
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
@@ -222,6 +240,28 @@ class TensorBoard(Callback):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _keep_projector_embeddings(writer, log_dir: Path, done: int) -> None:
+    """A resumed run's writer starts the projector's config again (SummaryWriter rewrites the whole
+    projector_config.pbtxt with the embeddings it added itself): it keeps those of the epochs before the
+    resume, so the projector lists every epoch's embeddings, not only those after it."""
+    from google.protobuf import text_format
+    from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
+
+    path = Path(log_dir) / "projector_config.pbtxt"
+    try:
+        old = text_format.Parse(path.read_text(encoding="utf-8"), ProjectorConfig())
+    except (OSError, UnicodeDecodeError, text_format.ParseError):
+        return  # none yet (or not ours): the resumed run's embeddings alone
+    keep = ProjectorConfig()
+    for embedding in old.embeddings:
+        folder = embedding.tensor_path.split("/", 1)[0]
+        # epochs past the last checkpoint were trained again: their folders are about to be rewritten
+        if folder.isdigit() and int(folder) <= done and (Path(log_dir) / embedding.tensor_path).is_file():
+            keep.embeddings.append(embedding)
+    if keep.embeddings:
+        writer._projector_config = keep  # what add_embedding appends to (torch.utils.tensorboard.writer)
 
 
 def _trainer_hparams(trainer) -> dict:

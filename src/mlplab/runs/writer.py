@@ -27,7 +27,7 @@ from mlplab.train.callbacks import Callback
 
 # what a run directory may contain: --overwrite removes only these, never unknown files
 RUN_ENTRIES = ("config.json", "model.safetensors", "history.csv", "metrics.json", "summary.txt", "manifest.json",
-               "checkpoints", "plots", "embeddings", "dynamics", "report.html")
+               "checkpoints", "plots", "embeddings", "dynamics", "report.html", "mlflow.json")
 
 
 # mlplab.atomic's temporary files: ".<final name>.<8 random characters>.tmp"
