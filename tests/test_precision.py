@@ -47,7 +47,7 @@ def test_names_and_keras_aliases(name, canonical):
 
 @pytest.mark.parametrize("bad", ["fp16", "", None, 16])
 def test_unknown_precision_lists_the_allowed_values(bad):
-    with pytest.raises(MlplabError, match=r"unknown precision .*; allowed: fp32, bf16, tf32 \(or Keras's mixed_bfloat16"):
+    with pytest.raises(MlplabError, match=r"unknown precision .*; allowed: fp32, bf16, tf32, auto \(or Keras's mixed_bfloat16"):
         precision.normalize(bad)
 
 
@@ -56,6 +56,28 @@ def test_options_take_precision_and_old_runs_load_as_fp32():
     assert TrainOptions.from_mapping({"precision": "mixed_bfloat16"}).precision == "bf16"
     with pytest.raises(MlplabError, match="options: unknown precision 'half'"):
         TrainOptions.from_mapping({"precision": "half"})
+
+
+def test_auto_is_bf16_where_the_cpu_has_it_and_fp32_elsewhere(tmp_path):
+    import json
+
+    from mlplab.cli import main
+
+    previous = precision.set_cpu_bf16(False)
+    try:
+        assert precision.check("auto", "cpu") == "fp32"
+        precision.set_cpu_bf16(True)
+        assert precision.check("auto", "cpu") == "bf16"
+    finally:
+        precision.set_cpu_bf16(previous)
+    # a run records what auto became on this machine; config.json keeps the recipe's "auto"
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", "digits", "--model", "16:relu,10:softmax", "--epochs", "1", "--precision", "auto",
+              "--out", str(tmp_path / "run"), "-q"])
+    assert info.value.code in (0, None)
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["environment"]["precision"] == ("bf16" if precision.cpu_has_bf16() else "fp32")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["precision"] == "auto"
 
 
 # --- tf32: a CUDA option ---------------------------------------------------------------------------------------

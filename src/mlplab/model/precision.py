@@ -1,4 +1,5 @@
-"""Training precision: fp32, bf16 mixed precision (Keras's mixed_bfloat16 semantics), or tf32 (CUDA only).
+"""Training precision: fp32, bf16 mixed precision (Keras's mixed_bfloat16 semantics), tf32 (CUDA only), or auto
+(bf16 where the device has bf16 instructions, else fp32; check() resolves it, the manifest records the result).
 
 bf16 means the matrix products take bfloat16 inputs and accumulate in float32, while master weights, optimizer
 state, loss, softmax and metrics stay float32. On the CPU that needs bf16 instructions: without them the products
@@ -18,7 +19,7 @@ import torch
 
 from mlplab.errors import MlplabError
 
-PRECISIONS = ("fp32", "bf16", "tf32")
+PRECISIONS = ("fp32", "bf16", "tf32", "auto")  # auto: bf16 where the device has it, else fp32
 ALIASES = {"mixed_bfloat16": "bf16", "float32": "fp32"}  # Keras's policy names
 
 _cpu_bf16_override: bool | None = None
@@ -57,6 +58,10 @@ def check(precision: str, device) -> str:
     """The canonical precision for training on `device`, or MlplabError where it cannot run there."""
     precision = normalize(precision)
     device = torch.device(device)
+    if precision == "auto":  # a recipe that runs everywhere, in bf16 where that is fast
+        has_bf16 = ((device.type == "cpu" and cpu_has_bf16())
+                    or (device.type == "cuda" and torch.cuda.is_bf16_supported()))
+        return "bf16" if has_bf16 else "fp32"
     if precision == "bf16":
         if device.type == "cpu" and not cpu_has_bf16():
             raise MlplabError(f"--precision bf16 needs a CPU with bf16 instructions (AVX512-BF16 or AMX); this one "

@@ -97,7 +97,8 @@ class TrainOptions:
         bare_value=MLFLOW_DEFAULT_URI, recorded=False)
     precision: str = option("fp32", "fp32; bf16: matrix products in bfloat16 with float32 accumulation, float32 "
                             "weights, optimizer state, loss and metrics (Keras's mixed_bfloat16 also accepted); "
-                            "tf32: fp32 with TensorFloat-32 products on CUDA GPUs.",
+                            "tf32: fp32 with TensorFloat-32 products on CUDA GPUs; auto: bf16 where the device "
+                            "has bf16 instructions, else fp32.",
                             problem="precision")
     snapshots: typing.Optional[str] = option(
         None, "Snapshots of hidden layers for `mlplab dynamics`: every=N,layers=NAME+NAME|all,n=N, or 'default' "
