@@ -372,34 +372,34 @@ BF16_TARGET static void pair_rows(const uint16_t *r0, const uint16_t *r1, uint32
     for (; j < n; j++) dst[j] = (uint32_t)r0[j] | (r1 ? (uint32_t)r1[j] << 16 : 0u);
 }
 
-/* P (ceil(k/2) x np words) from op(B) (k x n): pairs of consecutive k for each column, zero padding */
+/* columns [j0, j1) of P (ceil(k/2) x np words) from op(B) (k x n): pairs of consecutive k for each column, zero
+ * padding past n (up to j1 <= np) */
 BF16_TARGET static void pack_b(int transb, int64_t n, int64_t k, const uint16_t *b, int64_t ldb, uint32_t *p,
-                               int64_t np, int threads) {
-    int64_t kc = (k + 1) / 2;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && kc * n > 65536)
+                               int64_t np, int64_t j0, int64_t j1) {
+    int64_t kc = (k + 1) / 2, jn = j1 < n ? j1 : n; /* columns [j0, jn) hold data, [jn, j1) zeros */
+    const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     for (int64_t kp = 0; kp < kc; kp++) {
         uint32_t *row = p + kp * np;
         int full = 2 * kp + 1 < k;
         if (!transb) {
-            pair_rows(b + 2 * kp * ldb, full ? b + (2 * kp + 1) * ldb : NULL, row, n);
+            if (jn > j0) pair_rows(b + 2 * kp * ldb + j0, full ? b + (2 * kp + 1) * ldb + j0 : NULL, row + j0, jn - j0);
         } else if (full && n * ldb < (int64_t)1 << 30) { /* op(B)[kk][j] = b[j ldb + kk]: a pair is one word */
-            const __m512i step = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3,
-                                                                     2, 1, 0), _mm512_set1_epi32((int)ldb));
+            const __m512i step = _mm512_mullo_epi32(lanes, _mm512_set1_epi32((int)ldb));
             const uint16_t *base = b + 2 * kp;
-            int64_t j = 0;
-            for (; j + 16 <= n; j += 16)
+            int64_t j = j0;
+            for (; j + 16 <= jn; j += 16)
                 _mm512_storeu_si512(row + j, _mm512_i32gather_epi32(step, (const void *)(base + j * ldb), 2));
-            if (j < n) {
-                __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+            if (j < jn) {
+                __mmask16 m = (__mmask16)((1u << (jn - j)) - 1);
                 __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, step,
                                                         (const void *)(base + j * ldb), 2);
                 _mm512_mask_storeu_epi32(row + j, m, v);
             }
         } else {
-            for (int64_t j = 0; j < n; j++)
+            for (int64_t j = j0; j < jn; j++)
                 row[j] = (uint32_t)b[j * ldb + 2 * kp] | (full ? (uint32_t)b[j * ldb + 2 * kp + 1] << 16 : 0u);
         }
-        for (int64_t j = n; j < np; j++) row[j] = 0;
+        for (int64_t j = jn > j0 ? jn : j0; j < j1; j++) row[j] = 0;
     }
 }
 
@@ -468,6 +468,50 @@ BF16_TARGET static void block(int64_t k, const uint16_t *a, int64_t rs, int64_t 
 static __thread uint32_t *pack_space = NULL;
 static __thread size_t pack_words = 0;
 
+static uint32_t *packing_space(size_t words) {
+    if (words > pack_words) {
+        free(pack_space);
+        pack_space = malloc(words * sizeof(uint32_t));
+        pack_words = pack_space ? words : 0;
+    }
+    return pack_space;
+}
+
+/* One thread's share of C: column panels [jb0, jb1) x row blocks [ib0, ib1), packing what it reads itself. */
+BF16_TARGET static int gemm_part(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t *a,
+                                 int64_t lda, const uint16_t *b, int64_t ldb, float beta, float *c, int64_t ldc,
+                                 int64_t jb0, int64_t jb1, int64_t ib0, int64_t ib1) {
+    if (jb0 >= jb1 || ib0 >= ib1) return 0;
+    int64_t kc = (k + 1) / 2, np = (jb1 - jb0) * GEMM_NR; /* this share's panels only */
+    int64_t rows = (ib1 - ib0) * GEMM_MR, i_first = ib0 * GEMM_MR;
+    if (rows > m - i_first) rows = m - i_first;
+    uint32_t *p = packing_space((size_t)(kc * np + (ta ? kc * rows : 0)));
+    if (p == NULL) return 1;
+    /* P holds columns [jb0 NR, jb1 NR) of op(B), shifted to start at 0 */
+    pack_b(tb, n - jb0 * GEMM_NR, k, tb ? b + jb0 * GEMM_NR * ldb : b + jb0 * GEMM_NR, ldb, p, np, 0, np);
+    const uint16_t *abase = a + i_first * (ta ? 1 : lda);
+    int64_t rs = lda, ks = 2;
+    if (ta) { /* op(A)[i][kk] = a[kk lda + i]: pair rows 2kp and 2kp + 1 of a (this share's rows), as for B */
+        uint32_t *q = p + kc * np;
+        for (int64_t kp = 0; kp < kc; kp++)
+            pair_rows(a + 2 * kp * lda + i_first, 2 * kp + 1 < k ? a + (2 * kp + 1) * lda + i_first : NULL,
+                      q + kp * rows, rows);
+        abase = (const uint16_t *)q;
+        rs = 2;
+        ks = 2 * rows;
+    }
+    for (int64_t jb = jb0; jb < jb1; jb++) {
+        int64_t j0 = jb * GEMM_NR, nc = n - j0 < GEMM_NR ? n - j0 : GEMM_NR;
+        for (int64_t ib = ib0; ib < ib1; ib++) {
+            int64_t i0 = ib * GEMM_MR;
+            int mr = (int)(m - i0 < GEMM_MR ? m - i0 : GEMM_MR);
+            block(k, abase + (i0 - i_first) * rs, rs, ks, p + (j0 - jb0 * GEMM_NR), np, mr, nc, alpha, beta,
+                  c + i0 * ldc + j0, ldc);
+        }
+    }
+    return 0;
+}
+
 BF16_TARGET void mlplab_gemm_bf16(int layout, int transa, int transb, int m, int n, int k, float alpha,
                                   const uint16_t *a, int lda, const uint16_t *b, int ldb, float beta, float *c,
                                   int ldc) {
@@ -479,37 +523,27 @@ BF16_TARGET void mlplab_gemm_bf16(int layout, int transa, int transb, int m, int
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
         return;
     }
-    int64_t kc = ((int64_t)k + 1) / 2, np = ((int64_t)n + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
-    size_t need = (size_t)(kc * np + (ta ? kc * (int64_t)m + 16 : 0));
-    if (need > pack_words) {
-        free(pack_space);
-        pack_space = malloc(need * sizeof(uint32_t));
-        pack_words = pack_space ? need : 0;
-        if (!pack_space) abort(); /* no way to report it through a BLAS signature; the sizes here are MBs */
-    }
+    int64_t mb = ((int64_t)m + GEMM_MR - 1) / GEMM_MR, nb = ((int64_t)n + GEMM_NR - 1) / GEMM_NR;
     int threads = gemm_threads;
-    uint32_t *p = pack_space;
-    pack_b(tb, n, k, b, ldb, p, np, threads);
-    const uint16_t *abase = a;
-    int64_t rs = lda, ks = 2;
-    if (ta) { /* op(A)[i][kk] = a[kk lda + i]: pair rows 2kp and 2kp + 1 of a, as for B */
-        uint32_t *q = p + kc * np;
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && kc * m > 65536)
-        for (int64_t kp = 0; kp < kc; kp++)
-            pair_rows(a + 2 * kp * lda, 2 * kp + 1 < k ? a + (2 * kp + 1) * lda : NULL, q + kp * m, m);
-        abase = (const uint16_t *)q;
-        rs = 2;
-        ks = 2 * (int64_t)m;
+    if ((int64_t)m * n * k < (int64_t)1 << 20) threads = 1; /* small products: a thread team costs more */
+    /* One parallel region per call and no barrier inside it: each thread packs the part of B it reads (and of A
+     * when A is transposed) and computes its blocks. Split by column panels where there are enough of them (B is
+     * then packed once in all), else by row blocks (each thread packs all of B: only when B is narrow). On a
+     * machine busy with other processes every barrier waits for a descheduled thread, so fewer is faster. Each
+     * block is one thread's, summed in a fixed order: the result does not depend on the thread count. */
+    int by_columns = nb >= threads || nb >= mb, failed = 0;
+#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
+    {
+        int t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        int64_t parts = by_columns ? nb : mb, lo = parts * t / nt, hi = parts * (t + 1) / nt;
+        failed |= by_columns ? gemm_part(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, lo, hi, 0, mb)
+                             : gemm_part(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, nb, lo, hi);
     }
-    int64_t mb = ((int64_t)m + GEMM_MR - 1) / GEMM_MR, nb = np / GEMM_NR, tiles = mb * nb;
-    /* column panels outermost: consecutive tiles share a panel of P, and each thread takes a contiguous range */
-#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1 && tiles > 1 && (int64_t)m * n * k > 1 << 20)
-    for (int64_t t = 0; t < tiles; t++) {
-        int64_t jb = t / mb, ib = t % mb, i0 = ib * GEMM_MR, j0 = jb * GEMM_NR;
-        int mr = (int)((int64_t)m - i0 < GEMM_MR ? (int64_t)m - i0 : GEMM_MR);
-        int64_t nc = (int64_t)n - j0 < GEMM_NR ? (int64_t)n - j0 : GEMM_NR;
-        block(k, abase + i0 * rs, rs, ks, p + j0, np, mr, nc, alpha, beta, c + i0 * ldc + j0, ldc);
-    }
+    if (failed) abort(); /* out of memory for a few MB of packing: BLAS's signature has no way to report it */
 }
 #else
 int mlplab_gemm_bf16_available(void) { return 0; }
