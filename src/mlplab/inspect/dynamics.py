@@ -217,6 +217,14 @@ def aligned_pca(features: list[np.ndarray], seed: int = 0) -> tuple[np.ndarray, 
 
 def aligned_umap(features: list[np.ndarray], seed: int = 0, *, n_neighbors: int = 15,
                  min_dist: float = 0.1) -> tuple[np.ndarray, dict]:
+    """(E, N, 2) UMAP maps through umap-learn's AlignedUMAP, every point related to itself in the next epoch.
+
+    An epoch whose layer is dead (every point alike) has nothing to map: it enters the fit as a little seeded
+    noise, so the other epochs keep their alignment, and comes out at the centre (as t-SNE's dead epochs do).
+    Points that AlignedUMAP leaves unplaced (NaN: no edge in their epoch's neighbour graph) are put at that
+    map's centre; params["unplaced"] counts them."""
+    import warnings
+
     try:
         from umap import AlignedUMAP
     except ImportError:
@@ -226,17 +234,31 @@ def aligned_umap(features: list[np.ndarray], seed: int = 0, *, n_neighbors: int 
     if n_neighbors < 2:
         raise MlplabError(f"UMAP needs at least 3 points, got {n}")
     xs = [_prepare(f, seed, pca_dims=10**9) for f in features]
-    xs = [np.zeros((n, 1)) if x is None else x for x in xs]
-    if len(xs) == 1:  # AlignedUMAP needs two or more
-        from mlplab.inspect.embed import _umap
+    dead = [e for e, x in enumerate(xs) if x is None]
+    noise = np.random.default_rng(seed).normal(size=(n, 2))
+    xs = [noise if x is None else x for x in xs]
+    params = {"n_neighbors": n_neighbors, "min_dist": float(min_dist)}
+    with warnings.catch_warnings():
+        # umap-learn warns that a fixed random_state makes it single-threaded, once per epoch: the price of
+        # reproducible maps, and not the user's concern
+        warnings.filterwarnings("ignore", message=".*overridden to 1 by setting random_state.*")
+        if len(xs) == 1:  # AlignedUMAP needs two or more
+            from mlplab.inspect.embed import _umap
 
-        return np.asarray(_umap(xs[0], seed, n_neighbors, min_dist)[0], dtype=np.float32)[None], {}
-    relations = [{i: i for i in range(n)} for _ in range(len(xs) - 1)]
-    # a fixed random_state makes umap-learn single-threaded: the price of reproducible maps
-    model = AlignedUMAP(n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed, n_jobs=1)
-    model.fit(xs, relations=relations)
-    return np.stack([np.asarray(e, dtype=np.float32) for e in model.embeddings_]), {
-        "n_neighbors": n_neighbors, "min_dist": float(min_dist)}
+            coords = np.asarray(_umap(xs[0], seed, n_neighbors, min_dist)[0], dtype=np.float32)[None]
+        else:
+            relations = [{i: i for i in range(n)} for _ in range(len(xs) - 1)]
+            model = AlignedUMAP(n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed)
+            model.fit(xs, relations=relations)
+            coords = np.stack([np.asarray(e, dtype=np.float32) for e in model.embeddings_])
+    unplaced = ~np.isfinite(coords).all(axis=2)  # (E, N)
+    for e in range(len(coords)):
+        if unplaced[e].all() or e in dead:
+            coords[e] = 0.0
+        elif unplaced[e].any():
+            coords[e, unplaced[e]] = coords[e, ~unplaced[e]].mean(axis=0)
+    params["unplaced"] = int(unplaced.sum())
+    return coords, params
 
 
 ALIGNERS = {"tsne": aligned_tsne, "umap": aligned_umap, "pca": aligned_pca}
