@@ -342,6 +342,7 @@ def test_library_call_with_an_in_memory_callback():
     mlplab.fit(model, x, y, epochs=2, batch_size=64, lr=0.1, callbacks=[snaps], threads=1)
     d = mlplab.dynamics(snaps, method="pca", labels=y[:200])
     assert d.epochs == [0, 1, 2] and d.coords("dense_1").shape == (3, 200, 2)
+    assert len(snaps.seconds) == 3 and all(s > 0 for s in snaps.seconds)  # each snapshot's own time
     assert np.isfinite(d.layers["dense_1"].knn_map).all()
     assert d._repr_html_().startswith("<div><img src='data:image/gif;base64,")
     with pytest.raises(MlplabError, match="unknown layer 'dense_2'; the snapshots have: dense_1"):
