@@ -2,16 +2,18 @@
 without, printing the ratio; (2) `mlplab dynamics` (aligned t-SNE, 2 hidden layers x 2,000 points x 21
 snapshots, pages and pictures included) against independent openTSNE maps with default settings.
 
-Data: scikit-learn's digits, upscaled to 16x16, shifted inside 20x20 and noised (offline, 12,000 + 2,000
-images), so that a 20% validation split holds more than 2,000 points.
+Data: scikit-learn's digits, upscaled to 16x16, shifted inside 20x20 and noised (offline; 60,000 + 2,000
+images for part 1, 12,000 + 2,000 for part 2), so that a 20% validation split holds more than 2,000 points.
 
-    PYTHONPATH=src python benchmarks/dynamics.py [--part 1|2] [--pairs 4] [--epochs 5] [--repeat 2]
-                                                 [--independent 3]
+    PYTHONPATH=src python benchmarks/dynamics.py [--part 1|2] [--pairs 4] [--epochs 5] [--threads N]
+                                                 [--repeat 2] [--independent 3]
 
-Part 1 prints the paired wall-clock ratio (noisy on a shared machine), the CPU-time ratio, and the snapshots'
-own time inside each run (the Snapshots callback times every capture and write), which does not drift with
-the load of other processes. Part 2 runs the command as a user would (a fresh process), and prints its phases
-(scores.json's "timings") and the quality of the aligned maps next to the independent ones it timed.
+Part 1 prints the paired wall-clock ratio, the CPU-time ratio, and the snapshots' own time inside each run
+(the Snapshots callback times every weights copy, capture and write), which does not drift with the load of
+other processes. With 2 threads on 2 cores while another process holds one, PyTorch's threads wait for each
+other and identical runs took from 14 to 76 s; --threads 1 keeps the paired ratios usable there. Part 2 runs
+the command as a user would (a fresh process), and prints its phases (scores.json's "timings") and the
+quality of the aligned maps next to the independent ones it timed.
 """
 
 from __future__ import annotations
@@ -53,12 +55,14 @@ def make_data(path: Path, n_train: int, seed: int = 0) -> Path:
     return path
 
 
-def train(data: Path, out: Path, spec: str, epochs: int, snapshots: str | None) -> tuple[float, float]:
+def train(data: Path, out: Path, spec: str, epochs: int, snapshots: str | None,
+          threads: int | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of one training run."""
     from mlplab.runs.session import train_run
     from mlplab.train.options import TrainOptions
 
-    opts = TrainOptions(data=str(data), model=spec, epochs=epochs, val_split=0.2, snapshots=snapshots)
+    opts = TrainOptions(data=str(data), model=spec, epochs=epochs, val_split=0.2, snapshots=snapshots,
+                        threads=threads)
     start, cpu = time.perf_counter(), time.process_time()
     train_run(opts, out, overwrite=True)
     return time.perf_counter() - start, time.process_time() - cpu
@@ -71,6 +75,8 @@ def main() -> None:
     ap.add_argument("--independent", type=int, default=3, help="independent openTSNE maps to time (extrapolated)")
     ap.add_argument("--part", type=int, choices=(1, 2), help="run only part 1 or part 2")
     ap.add_argument("--repeat", type=int, default=2, help="runs of the whole dynamics command (part 2)")
+    ap.add_argument("--threads", type=int, help="training threads in part 1 (default: all cores, as mlplab train); "
+                    "1 keeps CPU times comparable on a machine other processes load")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mlplab-dyn-bench-"))
     if args.part != 2:
@@ -91,15 +97,15 @@ def part1(tmp: Path, args) -> None:
         return made[-1]
 
     snapshots_module.snapshot_callback = recording
-    train(big, tmp / "warm-up", SPEC, 1, None)  # the process's first run pays one-time set-up (threads, kernels)
-    print(f"1) snapshot cost: notebook model, 60,000 images (48,000 train), {args.epochs} epochs, paired runs "
-          f"(load average {os.getloadavg()[0]:.1f} at the start)")
+    train(big, tmp / "warm-up", SPEC, 1, None, args.threads)  # the first run pays one-time set-up (kernels)
+    print(f"1) snapshot cost: notebook model, 60,000 images (48,000 train), {args.epochs} epochs, paired runs, "
+          f"{args.threads or 'all'} thread(s) (load average {os.getloadavg()[0]:.1f} at the start)")
     ratios, cpu_ratios, shares, each = [], [], [], []
     for p in range(args.pairs):
         order = [None, "default"] if p % 2 == 0 else ["default", None]  # alternate, against drift in load
         t, c = {}, {}
         for snaps in order:
-            t[snaps], c[snaps] = train(big, tmp / f"overhead-{snaps}", SPEC, args.epochs, snaps)
+            t[snaps], c[snaps] = train(big, tmp / f"overhead-{snaps}", SPEC, args.epochs, snaps, args.threads)
         cb = made[-1]
         ratios.append(t["default"] / t[None])
         cpu_ratios.append(c["default"] / c[None])
