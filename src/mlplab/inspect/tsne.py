@@ -36,35 +36,41 @@ _lib = None
 _status: str | None = None
 
 
+def _open():
+    """(library or None, status line)."""
+    from mlplab.model.kernels import KernelsUnavailable, compile_library
+
+    try:
+        lib, where = compile_library(SOURCE, "libmlplab_tsne.so")
+    except KernelsUnavailable as exc:
+        return None, f"openTSNE (no exact t-SNE kernel: {exc})"
+    lib.mlplab_tsne_version.restype = ctypes.c_int
+    if lib.mlplab_tsne_version() != VERSION:
+        return None, f"openTSNE (stale t-SNE library {where})"
+    p, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+    lib.mlplab_tsne_optimize.argtypes = (p, p, p, i64, p, p, p, i64, f64, f64, f64, f64, f64)
+    lib.mlplab_tsne_optimize.restype = i64
+    lib.mlplab_tsne_gradient.argtypes = (p, i64, p, p, p, f64, p)
+    lib.mlplab_tsne_gradient.restype = i64
+    lib.mlplab_tsne_perplexity.argtypes = (p, i64, i64, f64, f64, i64, p)
+    lib.mlplab_tsne_perplexity.restype = i64
+    lib.mlplab_rank_count.argtypes = (p, i64, p, i64, p)
+    lib.mlplab_rank_count.restype = None
+    return lib, f"exact C kernel ({where})"
+
+
 def _load():
+    """The loaded library (built on first use), or None; the reason is in status()."""
     global _lib, _status
     if _status is None:
         with _lock:
             if _status is None:
                 try:
-                    from mlplab.model.kernels import KernelsUnavailable, compile_library
-
-                    try:
-                        lib, where = compile_library(SOURCE, "libmlplab_tsne.so")
-                    except KernelsUnavailable as exc:
-                        _status = f"openTSNE (no exact t-SNE kernel: {exc})"
-                        return None
-                    lib.mlplab_tsne_version.restype = ctypes.c_int
-                    if lib.mlplab_tsne_version() != VERSION:
-                        _status = f"openTSNE (stale t-SNE library {where})"
-                        return None
-                    p, i64, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
-                    lib.mlplab_tsne_optimize.argtypes = (p, p, p, i64, p, p, p, i64, f64, f64, f64, f64, f64)
-                    lib.mlplab_tsne_optimize.restype = i64
-                    lib.mlplab_tsne_gradient.argtypes = (p, i64, p, p, p, f64, p)
-                    lib.mlplab_tsne_gradient.restype = i64
-                    lib.mlplab_tsne_perplexity.argtypes = (p, i64, i64, f64, f64, i64, p)
-                    lib.mlplab_tsne_perplexity.restype = i64
-                    lib.mlplab_rank_count.argtypes = (p, i64, p, i64, p)
-                    lib.mlplab_rank_count.restype = None
-                    _lib, _status = lib, f"exact C kernel ({where})"
+                    lib, status_line = _open()
                 except Exception as exc:  # a broken build must never stop mapping: openTSNE still works
-                    _status = f"openTSNE (t-SNE kernel failed: {type(exc).__name__}: {exc})"
+                    lib, status_line = None, f"openTSNE (t-SNE kernel failed: {type(exc).__name__}: {exc})"
+                log.info("t-SNE for dynamics: %s", status_line)
+                _lib, _status = lib, status_line
     return _lib
 
 
