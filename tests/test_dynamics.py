@@ -70,47 +70,149 @@ def test_snapshot_files_hold_every_epoch_with_statistics(run):
     assert last > first + 0.05
 
 
-def test_fast_scores_equal_scikit_learn():
+@pytest.mark.parametrize("kernel", [True, False], ids=["c-ranks", "torch-ranks"])
+def test_fast_scores_equal_scikit_learn(kernel, monkeypatch):
     from sklearn.datasets import load_digits
     from sklearn.manifold import trustworthiness
     from sklearn.model_selection import LeaveOneOut, cross_val_predict
     from sklearn.neighbors import KNeighborsClassifier
 
-    from mlplab.inspect.dynamics import knn_accuracy_loo, trustworthiness_fast
+    from mlplab.inspect import tsne
+    from mlplab.inspect.dynamics import knn_accuracy_loo, score_map, trustworthiness_fast
 
+    if kernel and not tsne.available():
+        pytest.skip(f"no compiled kernel here: {tsne.status()}")
+    if not kernel:
+        monkeypatch.setattr(tsne, "rank_count", lambda d2, idx: None)
     x, y = load_digits(return_X_y=True)
     rng = np.random.default_rng(0)
     x = (x[:600] + rng.normal(0, 0.1, (600, 64))).astype(np.float32)  # no tied distances
     y = y[:600]
-    m = x[:, :2] + rng.normal(0, 2, (600, 2)).astype(np.float32)
-    assert trustworthiness_fast(m, x) == pytest.approx(trustworthiness(x, m, n_neighbors=10), abs=1e-6)
-    loo = cross_val_predict(KNeighborsClassifier(10), m, y, cv=LeaveOneOut())
-    assert knn_accuracy_loo(m, y) == pytest.approx((loo == y).mean(), abs=1e-12)
+    for spread in (2.0, 0.3):  # a poor map (many far neighbours) and a good one
+        m = x[:, :2] + rng.normal(0, spread, (600, 2)).astype(np.float32)
+        expected = trustworthiness(x, m, n_neighbors=10)
+        assert trustworthiness_fast(m, x) == pytest.approx(expected, abs=1e-6)
+        loo = cross_val_predict(KNeighborsClassifier(10), m, y, cv=LeaveOneOut())
+        assert knn_accuracy_loo(m, y) == pytest.approx((loo == y).mean(), abs=1e-12)
+        knn_map, knn_layer, trust = score_map(m, x * 1e20, y)  # huge activations: no overflow to inf
+        assert (knn_map, trust) == (pytest.approx((loo == y).mean(), abs=1e-12), pytest.approx(expected, abs=1e-6))
+        assert knn_layer == pytest.approx(knn_accuracy_loo(x, y), abs=1e-12)
 
 
-def test_aligned_tsne_is_aligned_and_as_good_as_independent_maps(run):
-    from mlplab.inspect.dynamics import consecutive_disparity, layer_dynamics, score_map
+@pytest.fixture(scope="module")
+def independent(run):
+    """Independent t-SNE maps of dense_2 at every epoch, as `mlplab embed` draws them (openTSNE), and their
+    scores: the reference the aligned maps are held to."""
+    from mlplab.inspect.dynamics import score_map
     from mlplab.inspect.embed import embed
     from mlplab.runs.snapshots import load_series
 
     s = load_series(run)
     feats = [np.asarray(a, np.float32) for a in s.acts["dense_2"]]
-    d = layer_dynamics("dense_2", feats, s.labels, method="tsne", n_jobs=1)
-    independent = np.stack([embed(f, "tsne", 0, n_jobs=1).coords for f in feats])
-    ind_scores = np.array([score_map(c, f, s.labels) for c, f in zip(independent, feats)])
-    assert np.array_equal(d.coords[0], independent[0])  # the first map is what `mlplab embed` draws
+    maps = np.stack([embed(f, "tsne", 0, n_jobs=1).coords for f in feats])
+    return feats, s.labels, maps, np.array([score_map(c, f, s.labels) for c, f in zip(maps, feats)])
+
+
+@pytest.mark.parametrize("gradient", ["exact", "fft"])
+def test_aligned_tsne_is_aligned_and_as_good_as_independent_maps(independent, gradient):
+    from mlplab.inspect import tsne
+    from mlplab.inspect.dynamics import consecutive_disparity, layer_dynamics
+
+    if gradient == "exact" and not tsne.available():
+        pytest.skip(f"no exact t-SNE kernel here: {tsne.status()}")
+    feats, labels, maps, ind_scores = independent
+    d = layer_dynamics("dense_2", feats, labels, method="tsne", n_jobs=1, gradient=gradient)
+    assert d.params["gradient"] == gradient
     # quality: within 0.01 of independent maps on average over the epochs, never far off in any one
     assert (d.knn_map - ind_scores[:, 0]).mean() > -0.01 and (d.knn_map - ind_scores[:, 0]).min() > -0.03
     assert (d.trust - ind_scores[:, 2]).mean() > -0.01 and (d.trust - ind_scores[:, 2]).min() > -0.02
     assert np.allclose(d.knn_layer, ind_scores[:, 1])
     # alignment: consecutive maps differ far less than independent ones do
-    ind_disp = consecutive_disparity(independent)[1:]
+    ind_disp = consecutive_disparity(maps)[1:]
     # this tiny net changes a lot per epoch (its own maps move), yet aligned maps move less than independent ones
     assert np.nanmean(d.disparity[1:]) < 0.75 * np.nanmean(ind_disp)
     # an epoch whose features barely changed keeps its map (independent maps of noisy copies need not)
-    again = layer_dynamics("dense_2", [feats[-1], feats[-1] + np.float32(1e-3)], s.labels, method="tsne", n_jobs=1,
-                           score=False)
+    again = layer_dynamics("dense_2", [feats[-1], feats[-1] + np.float32(1e-3)], labels, method="tsne", n_jobs=1,
+                           score=False, gradient=gradient)
     assert again.disparity[1] < 0.03
+
+
+def test_exact_tsne_gradient_equals_autograd_and_steps_as_opentsne():
+    """tsne.c's gradient against torch.autograd of the objective it descends, and its optimiser against
+    openTSNE's gradient descent (exact Barnes-Hut, theta 0) on the same affinities and start."""
+    import scipy.sparse as sp
+    import torch
+    from openTSNE import TSNEEmbedding
+    from openTSNE.affinity import Affinities as OpenAffinities
+    from openTSNE.affinity import PerplexityBasedNN
+    from sklearn.datasets import load_digits
+
+    from mlplab.inspect import tsne
+
+    if not tsne.available():
+        pytest.skip(f"no exact t-SNE kernel here: {tsne.status()}")
+    x = load_digits().data[:400] + np.random.default_rng(1).normal(0, 0.1, (400, 64))  # no tied distances
+    p = tsne.affinities_of(x, perplexity=20)
+    pm = sp.csr_matrix((p.data, p.indices, p.indptr), shape=(400, 400))
+    assert pm.sum() == pytest.approx(1.0) and abs(pm - pm.T).max() < 1e-15 and p.unconverged == 0
+    # the same affinities as openTSNE's exact ones
+    ref = PerplexityBasedNN(x, perplexity=20, method="exact", verbose=False).P.tocsr()
+    assert abs(pm - ref).max() < 1e-3 * ref.max()
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(400, 2)) * 3
+    for exaggeration in (1.0, 4.0):
+        yt = torch.tensor(y, requires_grad=True)
+        q = 1 / (1 + torch.cdist(yt, yt) ** 2)
+        q = q - torch.diag(torch.diag(q))  # q_ii = 0
+        pd = torch.tensor(pm.toarray())
+        # KL(P || Q) up to a constant, with the attraction exaggerated: -a sum p log q + log Z
+        objective = -(exaggeration * pd * torch.log(q + torch.eye(400))).sum() + torch.log(q.sum())
+        objective.backward()
+        np.testing.assert_allclose(tsne.gradient(y, p, exaggeration), yt.grad.numpy() / 4, rtol=1e-4, atol=1e-9)
+
+    class Fixed(OpenAffinities):
+        def __init__(self, matrix):
+            self.P = matrix
+
+    emb = TSNEEmbedding(y.copy(), Fixed(pm.copy()), negative_gradient_method="bh", theta=0.0, random_state=0,
+                        verbose=False, n_jobs=1)
+    theirs = np.asarray(emb.optimize(5, exaggeration=4.0, momentum=0.5, learning_rate="auto"))
+    ours, state = tsne.optimize(y, p, 5, exaggeration=4.0, momentum=0.5)
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    assert state.iterations == [(5, 4.0)] and np.array_equal(y, y)  # the caller's map is left alone
+
+
+def test_exact_tsne_is_off_without_the_kernel(monkeypatch):
+    from mlplab.inspect import tsne
+    from mlplab.inspect.dynamics import aligned_tsne
+
+    monkeypatch.setenv("MLPLAB_KERNELS", "0")
+    tsne._reset()
+    try:
+        assert not tsne.available() and "MLPLAB_KERNELS=0" in tsne.status()
+        rng = np.random.default_rng(0)
+        feats = [rng.normal(size=(60, 5)).astype(np.float32) for _ in range(2)]
+        coords, params = aligned_tsne(feats, gradient="auto", n_jobs=1)
+        assert params["gradient"] == "fft" and np.isfinite(coords).all()
+        with pytest.raises(MlplabError, match="exact t-SNE is unavailable here"):
+            aligned_tsne(feats, gradient="exact")
+    finally:
+        monkeypatch.delenv("MLPLAB_KERNELS")
+        tsne._reset()
+
+
+def test_procrustes_disparity_equals_scipy():
+    from scipy.spatial import procrustes
+
+    from mlplab.inspect.dynamics import procrustes_disparity
+
+    rng = np.random.default_rng(3)
+    for noise in (0.0, 0.1, 1.0, 10.0):
+        a = rng.normal(size=(200, 2))
+        b = 3 * a @ np.array([[0.6, -0.8], [0.8, 0.6]]) + 5 + noise * rng.normal(size=(200, 2))
+        assert procrustes_disparity(a, b) == pytest.approx(procrustes(a, b)[2], abs=1e-12)
+    assert math.isnan(procrustes_disparity(np.ones((5, 2)), a[:5]))
 
 
 def test_aligned_pca_fixes_signs_and_keeps_quality():
@@ -128,6 +230,44 @@ def test_aligned_pca_fixes_signs_and_keeps_quality():
     # each map is its epoch's PCA up to signs, so its neighbourhoods (and scores) are the independent map's
     for c, a in zip(coords, series):
         assert np.allclose(np.abs(c), np.abs(embed(a, "pca").coords), atol=1e-3)
+
+
+def test_aligned_umap_on_digits_is_aligned_finite_and_drawn(run):
+    """`mlplab dynamics RUN --method umap` (umap-learn's AlignedUMAP): finite maps, as good as independent UMAP
+    maps, moving less between epochs than they do, and the page and files written."""
+    pytest.importorskip("umap", reason="umap-learn is not installed (pip install 'mlplab[umap]')")
+    from mlplab.inspect.dynamics import consecutive_disparity, score_map
+    from mlplab.inspect.embed import embed
+    from mlplab.runs.dynamics import write_dynamics
+
+    result = write_dynamics(run, "umap", ["dense_2"], gif=False)
+    d = result.layers["dense_2"]
+    feats = [np.asarray(a, np.float32) for a in result.series.acts["dense_2"]]
+    labels = result.series.labels
+    assert d.coords.shape == (EPOCHS + 1, 500, 2) and np.isfinite(d.coords).all()
+    assert d.params["unplaced"] == 0 and d.params["n_neighbors"] == 15
+    independent = np.stack([embed(f, "umap", 0).coords for f in feats])
+    ind = np.array([score_map(c, f, labels) for c, f in zip(independent, feats)])
+    # measured here: 10-NN accuracy -0.002 and trustworthiness -0.004 on average, disparity 0.13 vs 0.38
+    assert (d.knn_map - ind[:, 0]).mean() > -0.01 and (d.trust - ind[:, 2]).mean() > -0.01
+    assert np.nanmean(d.disparity[1:]) < 0.6 * np.nanmean(consecutive_disparity(independent)[1:])
+    folder = run / "dynamics"
+    page = (folder / "index.html").read_text(encoding="utf-8")
+    assert "UMAP" in page and "epoch_slider" in page and "Content-Security-Policy" in page
+    scores = json.loads((folder / "scores.json").read_text())
+    assert scores["method"] == "umap" and list(scores["layers"]) == ["dense_2"]
+    with np.load(folder / "maps-umap.npz") as maps:
+        np.testing.assert_array_equal(maps["coords.dense_2"], d.coords)
+
+
+def test_aligned_umap_survives_a_dead_epoch():
+    pytest.importorskip("umap", reason="umap-learn is not installed (pip install 'mlplab[umap]')")
+    from mlplab.inspect.dynamics import aligned_umap
+
+    rng = np.random.default_rng(0)
+    live = rng.normal(size=(120, 6)).astype(np.float32)
+    coords, params = aligned_umap([np.zeros((120, 6), np.float32), live, live + np.float32(0.01)], seed=0)
+    assert np.isfinite(coords).all() and not coords[0].any() and np.ptp(coords[1], axis=0).all()
 
 
 def test_cli_writes_page_gif_curves_and_report_section(run, tmp_path):
@@ -202,6 +342,7 @@ def test_library_call_with_an_in_memory_callback():
     mlplab.fit(model, x, y, epochs=2, batch_size=64, lr=0.1, callbacks=[snaps], threads=1)
     d = mlplab.dynamics(snaps, method="pca", labels=y[:200])
     assert d.epochs == [0, 1, 2] and d.coords("dense_1").shape == (3, 200, 2)
+    assert len(snaps.seconds) == 3 and all(s > 0 for s in snaps.seconds)  # each snapshot's own time
     assert np.isfinite(d.layers["dense_1"].knn_map).all()
     assert d._repr_html_().startswith("<div><img src='data:image/gif;base64,")
     with pytest.raises(MlplabError, match="unknown layer 'dense_2'; the snapshots have: dense_1"):

@@ -303,19 +303,45 @@ def _cache_root() -> Path:
     return cache_dir() / "kernels"
 
 
-def library_path(source: bytes | None = None) -> Path:
+def library_path(source: bytes | None = None, name: str = "libmlplab_kernels.so") -> Path:
     """Where the built library is cached: one folder per (source, flags, machine type)."""
     source = SOURCE.read_bytes() if source is None else source
     digest = hashlib.sha256(source + repr((FLAGS, LIBS, platform.machine(), platform.system())).encode()).hexdigest()
-    return _cache_root() / digest[:16] / "libmlplab_kernels.so"
+    return _cache_root() / digest[:16] / name
+
+
+def compile_library(source_path: Path, name: str) -> "tuple[ctypes.CDLL, str]":
+    """Another C file of mlplab's (inspect/tsne.c) built, cached and loaded as kernels.c is: (library, where it
+    was loaded from). Raises a KernelsUnavailable kind when it cannot be (MLPLAB_KERNELS=0 included); the caller
+    checks its version and falls back to Python code."""
+    if os.environ.get("MLPLAB_KERNELS", "").strip() == "0":
+        raise KernelsOff("MLPLAB_KERNELS=0")
+    return _open_library(Path(source_path).read_bytes(), name)
 
 
 def _load() -> "tuple[dict[torch.dtype, Kernels], str]":
     """The loaded kernels and the status line; raises a KernelsUnavailable kind when they cannot be used."""
     if os.environ.get("MLPLAB_KERNELS", "").strip() == "0":
         raise KernelsOff("MLPLAB_KERNELS=0")
-    source = SOURCE.read_bytes()
-    lib_path = library_path(source)
+    lib, where = _open_library(SOURCE.read_bytes(), "libmlplab_kernels.so")
+    lib.mlplab_kernels_version.restype = ctypes.c_int
+    if lib.mlplab_kernels_version() != VERSION:
+        raise StaleLibrary(f"stale kernel library {where}")
+    expected = _layout()
+    reported = (ctypes.c_int64 * len(expected))()
+    lib.mlplab_step_layout.argtypes, lib.mlplab_step_layout.restype = (ctypes.c_void_p, ctypes.c_int64), ctypes.c_int64
+    if lib.mlplab_step_layout(ctypes.addressof(reported), len(expected)) != len(expected) or list(reported) != expected:
+        raise StaleLibrary(f"kernel library {where} disagrees with kernels.py's Step/Layer layout")
+    loaded = {dtype: Kernels(lib, suffix, ctype) for dtype, (suffix, ctype) in _TYPES.items()}
+    whole_step = ("the whole step in C on PyTorch's BLAS" if loaded[torch.float32].gemm is not None
+                  else "this PyTorch exports no usable BLAS gemm, so steps run op by op")
+    return loaded, f"compiled C kernels, {whole_step} ({where})"
+
+
+def _open_library(source: bytes, name: str) -> "tuple[ctypes.CDLL, str]":
+    """The library built from `source`, from the cache or built into it (or, where the cache cannot be written,
+    for this process only); raises a KernelsUnavailable kind when it cannot be built or loaded."""
+    lib_path = library_path(source, name)
     folder = lib_path.parent
     where = str(lib_path)
     try:
@@ -343,22 +369,12 @@ def _load() -> "tuple[dict[torch.dtype, Kernels], str]":
         finally:
             shutil.rmtree(private, ignore_errors=True)
         where = f"built for this process only: {error}"
-    lib.mlplab_kernels_version.restype = ctypes.c_int
-    if lib.mlplab_kernels_version() != VERSION:
-        raise StaleLibrary(f"stale kernel library {where}")
-    expected = _layout()
-    reported = (ctypes.c_int64 * len(expected))()
-    lib.mlplab_step_layout.argtypes, lib.mlplab_step_layout.restype = (ctypes.c_void_p, ctypes.c_int64), ctypes.c_int64
-    if lib.mlplab_step_layout(ctypes.addressof(reported), len(expected)) != len(expected) or list(reported) != expected:
-        raise StaleLibrary(f"kernel library {where} disagrees with kernels.py's Step/Layer layout")
-    loaded = {dtype: Kernels(lib, suffix, ctype) for dtype, (suffix, ctype) in _TYPES.items()}
-    whole_step = ("the whole step in C on PyTorch's BLAS" if loaded[torch.float32].gemm is not None
-                  else "this PyTorch exports no usable BLAS gemm, so steps run op by op")
-    return loaded, f"compiled C kernels, {whole_step} ({where})"
+    return lib, where
 
 
 def _build(source: bytes, folder: Path, lib_path: Path) -> None:
-    """Compile kernels.c into lib_path atomically; raises a KernelsUnavailable kind when it cannot."""
+    """Compile a C source (kernels.c, inspect/tsne.c) into lib_path atomically; raises a KernelsUnavailable kind
+    when it cannot."""
     cc_env = os.environ.get("CC", "").strip()
     command = shlex.split(cc_env) if cc_env else [shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")]
     if not command or not command[0]:

@@ -39,6 +39,7 @@ class Dynamics:
     layers: dict[str, LayerDynamics]
     val_accuracy: dict[int, float] = field(default_factory=dict)   # epoch -> validation accuracy (history)
     files: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)       # write_dynamics: seconds per phase
 
     @property
     def epochs(self) -> list[int]:
@@ -104,10 +105,36 @@ def dynamics(run_or_snapshots, method: str = "tsne", layers=None, *, seed: int =
     if isinstance(layers, str):
         layers = [layers]
     series = series.select(layers)
-    maps = {name: layer_dynamics(name, series.acts[name], series.labels, method=method, seed=seed, score=score,
-                                 **options)
-            for name in series.layers}
-    return Dynamics(method, series, maps, val_accuracy)
+    return Dynamics(method, series, _map_layers(series, method, seed, score, options), val_accuracy)
+
+
+def _map_layers(series: SnapshotSeries, method: str, seed: int, score: bool, options: dict) -> dict:
+    """Every layer's aligned maps; t-SNE and PCA layers on a thread each (up to the cores this process may use):
+    their work is compiled code that releases the GIL (the t-SNE kernel, PyTorch). AlignedUMAP's numba code
+    mostly holds it, so UMAP layers run one after another."""
+    from mlplab.inspect.embed import _n_jobs
+
+    def one(name):
+        return layer_dynamics(name, series.acts[name], series.labels, method=method, seed=seed, score=score,
+                              **options)
+
+    names = list(series.layers)
+    cores = _n_jobs(options.get("n_jobs"))
+    workers = min(len(names), cores) if method in ("tsne", "pca") else 1
+    if workers <= 1:
+        return {name: one(name) for name in names}
+    import torch
+    from concurrent.futures import ThreadPoolExecutor
+
+    # the cores shared out between the layers: PyTorch's own threads on top of one thread per layer made
+    # them wait for each other (a 256 x 256 eigensolve took 1.3 s instead of 4 ms on a loaded 2-core machine)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, cores // workers))
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="mlplab-dynamics") as pool:
+            return dict(zip(names, pool.map(one, names)))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def write_dynamics(run_path, method: str = "tsne", layers=None, *, seed: int = 0, gif: bool = True,
@@ -116,8 +143,10 @@ def write_dynamics(run_path, method: str = "tsne", layers=None, *, seed: int = 0
     from mlplab.viz.dynamics import dynamics_page, scores_json, separability_figure, stats_figure
     from mlplab.viz.figures import figure_bytes
 
+    clock = _Clock()
     run = open_run(run_path)
     result = dynamics(run, method, layers, seed=seed)
+    clock.lap("maps and scores")
     out = own_folder(run.path, "dynamics")
     series = result.series
     files = {}
@@ -125,36 +154,67 @@ def write_dynamics(run_path, method: str = "tsne", layers=None, *, seed: int = 0
     files["maps"] = write_npz(out / f"maps-{method}.npz", {
         "epochs": np.asarray(series.epochs, dtype=np.int64), "labels": series.labels,
         **{f"coords.{n}": c for n, c in panels.items()}})
-    files["scores"] = atomic_write_text(out / "scores.json", scores_json(result.scores()))
     title = METHOD_TITLES[method]
     fig = separability_figure(series.epochs, {n: d.knn_layer for n, d in result.layers.items()},
                               {n: d.knn_map for n, d in result.layers.items()}, result.val_accuracy, method=title)
     files["separability"] = atomic_write_bytes(out / "separability.png", figure_bytes(fig))
     files["stats"] = atomic_write_bytes(out / "stats.png", figure_bytes(stats_figure(series.epochs, series.stats,
                                                                                      STAT_NAMES)))
+    clock.lap("curves")
     if gif:
         files["gif"] = atomic_write_bytes(out / "dynamics.gif", result.gif())
+        clock.lap("gif")
     if page:
         thumbs, indices = _thumbnails(run, series)
+        clock.lap("thumbnails")
         html = dynamics_page(panels, series.epochs, series.labels, series.class_names, predictions=series.preds,
                              thumbnails=thumbs, indices=indices, epoch_notes=result.epoch_notes(),
                              title=f"Training dynamics · {run.name}", method=title)
         files["page"] = atomic_write_text(out / "index.html", html)
+        clock.lap("page")
+    result.timings = clock.laps
+    files["scores"] = atomic_write_text(out / "scores.json", scores_json({**result.scores(), "timings": clock.laps}))
     result.files = files
     return result
 
 
+class _Clock:
+    """Seconds per phase of write_dynamics (scores.json's "timings"; benchmarks/dynamics.py prints them)."""
+
+    def __init__(self):
+        import time
+
+        self._time = time.perf_counter
+        self._last = self._time()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = self._time()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
+
+
 def _thumbnails(run, series: SnapshotSeries):
-    """Thumbnails and dataset indices of the sampled points; none when the dataset cannot be loaded."""
+    """Thumbnails and dataset indices of the sampled points; none when the dataset cannot be loaded. The
+    snapshots store the points' dataset indices, so the split is not drawn again (which needed scikit-learn,
+    ~1.7 s of imports); series without them fall back to the run's split."""
     from mlplab.viz.thumbnails import thumbnail_uris
 
+    n = len(series.labels)
+    idx = series.indices
     try:
+        if idx is not None and series.split in ("val", "test"):
+            ds = run.dataset()
+            images = ds.x_test if series.split == "test" else ds.x_train
+            if len(idx) != n or (n and (idx.min() < 0 or idx.max() >= len(images))):
+                return None, None
+            return thumbnail_uris(images[idx]), idx
         split = run.split(series.split)
     except (MlplabError, OSError) as exc:
         log.info("no thumbnails: %s", exc)
         return None, None
     pos = series.positions
-    if pos is None or len(pos) != len(series.labels) or (len(pos) and pos.max() >= len(split.y)):
+    if pos is None or len(pos) != n or (len(pos) and pos.max() >= len(split.y)):
         return None, None
     return thumbnail_uris(split.images[pos]), split.indices[pos]
 

@@ -108,8 +108,9 @@ class SnapshotSeries:
     preds: np.ndarray | None = None            # int (E, N), the model's predicted class at each epoch
     class_names: list[str] = field(default_factory=list)
     split: str = ""
-    positions: np.ndarray | None = None        # into the split's arrays, for thumbnails
+    positions: np.ndarray | None = None        # into the split's arrays
     source: str = ""                           # the folder they came from, for messages
+    indices: np.ndarray | None = None          # into the dataset's train (val split) or test arrays: thumbnails
 
     def select(self, layers) -> "SnapshotSeries":
         if not layers:
@@ -120,7 +121,7 @@ class SnapshotSeries:
             raise MlplabError(f"unknown layer {unknown[0]!r}; the snapshots have: {', '.join(self.layers)}")
         return SnapshotSeries(self.epochs, wanted, {n: self.acts[n] for n in wanted},
                               {n: self.stats[n] for n in wanted}, self.labels, self.preds, self.class_names,
-                              self.split, self.positions, self.source)
+                              self.split, self.positions, self.source, self.indices)
 
 
 def series_from_callback(callback: Snapshots, labels, class_names=()) -> SnapshotSeries:
@@ -157,7 +158,7 @@ def load_series(run_path) -> SnapshotSeries:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise MlplabError(f"snapshot file {meta_path} is damaged ({type(exc).__name__}); train the run again "
                           f"with --overwrite") from None
-    sample = _load_npz(folder / "sample.npz", ("positions", "labels"))
+    sample = _load_npz(folder / "sample.npz", ("positions", "labels"), optional=("indices",))
     labels = sample["labels"]
     n = len(labels)
     if labels.ndim != 1 or n < 1:
@@ -188,16 +189,16 @@ def load_series(run_path) -> SnapshotSeries:
     return SnapshotSeries(epochs=epochs, layers=layers, acts=acts, stats={k: np.stack(v) for k, v in stats.items()},
                           labels=labels.astype(np.int64), preds=np.stack(preds).astype(np.int64),
                           class_names=class_names, split=str(meta.get("split", "")), positions=sample["positions"],
-                          source=str(folder))
+                          source=str(folder), indices=sample.get("indices"))
 
 
-def _load_npz(path: Path, keys) -> dict[str, np.ndarray]:
+def _load_npz(path: Path, keys, optional=()) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in keys if k not in z.files]
             if missing:
                 raise MlplabError(f"snapshot file {path} is damaged (no {missing[0]!r} in it)")
-            return {k: np.asarray(z[k]) for k in keys}
+            return {k: np.asarray(z[k]) for k in [*keys, *optional] if k in z.files}
     except MlplabError:
         raise
     except FileNotFoundError:
