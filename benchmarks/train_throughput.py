@@ -110,7 +110,9 @@ def gemm_bf16_seconds(x, y):
 
     from mlplab.model import kernels
 
-    address = kernels.get()[torch.float32].gemm_bf16
+    k = kernels.get()[torch.float32]
+    address = k.gemm_bf16
+    k.set_gemm_threads(torch.get_num_threads())  # as the bf16 step does before each call
     if address is None:
         return None, "skipped: no cblas_gemm_bf16bf16f32 in this PyTorch"
     i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p

@@ -148,6 +148,7 @@ class Kernels:
         self.gemm_bf16, self.gemm_bf16_name = _bf16_gemm(lib) if suffix == "f32" else (None, None)
         self.set_gemm_threads = lib.mlplab_gemm_bf16_set_threads
         self.set_gemm_threads.argtypes, self.set_gemm_threads.restype = (ctypes.c_int,), None
+        self.set_gemm_threads(torch.get_num_threads())  # the bf16 step sets it again before each call
         self.train_step_bf16 = None
         if self.gemm_bf16 is not None:
             self.train_step_bf16 = lib.mlplab_train_step_bf16
