@@ -29,9 +29,6 @@ PARAMETERS = f"TRAIN_SAMPLES = 6_000\nEPOCHS = {EPOCHS}\nN_POINTS = 1_000\nSEED 
 # XML namespace names and BokehJS's default server address (ws://localhost, never used offline) are not fetched
 EXTERNAL = re.compile(r"\b(?:https?://(?!www\.w3\.org/)|wss?://(?!localhost[:/])|ftp://)")
 
-pytestmark = pytest.mark.slow
-
-
 def fashion_mnist_available() -> bool:
     from mlplab.data.sources import locate
 
