@@ -97,16 +97,22 @@ static void gradient(const double *y, int64_t n, const int64_t *indptr, const in
     }
 }
 
+/* The gradient's work space: xs (2n floats: the map in float32) and g (2n doubles); -1 when memory runs out. */
+static int scratch(int64_t n, float **xs, double **g) {
+    *xs = malloc(sizeof(float) * 2 * (size_t)n);
+    *g = malloc(sizeof(double) * 2 * (size_t)n);
+    if (*xs && *g) return 0;
+    free(*xs);
+    free(*g);
+    return -1;
+}
+
 /* The gradient alone, for tests: grad (n, 2). Returns 0, or -1 when memory runs out. */
 int64_t mlplab_tsne_gradient(const double *y, int64_t n, const int64_t *indptr, const int64_t *indices,
                              const double *p, double exaggeration, double *grad) {
-    float *xs = malloc(sizeof(float) * 2 * (size_t)n);
-    double *g = malloc(sizeof(double) * 2 * (size_t)n);
-    if (!xs || !g) {
-        free(xs);
-        free(g);
-        return -1;
-    }
+    float *xs;
+    double *g;
+    if (scratch(n, &xs, &g) != 0) return -1;
     gradient(y, n, indptr, indices, p, exaggeration, xs, xs + n, g, g + n);
     for (int64_t i = 0; i < n; i++) {
         grad[2 * i] = g[i];
@@ -123,13 +129,9 @@ int64_t mlplab_tsne_gradient(const double *y, int64_t n, const int64_t *indptr, 
 int64_t mlplab_tsne_optimize(double *y, double *update, double *gains, int64_t n, const int64_t *indptr,
                              const int64_t *indices, const double *p, int64_t n_iter, double exaggeration,
                              double momentum, double learning_rate, double max_step_norm, double min_gain) {
-    float *xs = malloc(sizeof(float) * 2 * (size_t)n);
-    double *g = malloc(sizeof(double) * 2 * (size_t)n);
-    if (!xs || !g) {
-        free(xs);
-        free(g);
-        return -1;
-    }
+    float *xs;
+    double *g;
+    if (scratch(n, &xs, &g) != 0) return -1;
     float *ys = xs + n;
     double *gx = g, *gy = g + n;
     for (int64_t it = 0; it < n_iter; it++) {

@@ -403,6 +403,22 @@ BF16_TARGET static void pack_b(int transb, int64_t n, int64_t k, const uint16_t 
     }
 }
 
+/* acc[r][v] += A's pair w[r] (two bf16 in one word) . B's pairs for the 64 columns of the packed row pk */
+BF16_TARGET static inline __attribute__((always_inline)) void accumulate_pairs(__m512 acc[GEMM_MR][4],
+                                                                             const uint32_t *pk,
+                                                                             const uint32_t w[GEMM_MR]) {
+    __m512bh b0 = (__m512bh)_mm512_loadu_si512(pk), b1 = (__m512bh)_mm512_loadu_si512(pk + 16);
+    __m512bh b2 = (__m512bh)_mm512_loadu_si512(pk + 32), b3 = (__m512bh)_mm512_loadu_si512(pk + 48);
+#pragma GCC unroll 6
+    for (int r = 0; r < GEMM_MR; r++) {
+        __m512bh av = (__m512bh)_mm512_set1_epi32((int)w[r]);
+        acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
+        acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
+        acc[r][2] = _mm512_dpbf16_ps(acc[r][2], av, b2);
+        acc[r][3] = _mm512_dpbf16_ps(acc[r][3], av, b3);
+    }
+}
+
 /* one block of C: rows [0, mr) (mr <= 6) x columns [0, nc) (nc <= 64) of the block at c; A's pair kp of row r
  * is the 32-bit word at a + r rs + kp ks (in bf16 units), B's panel at p with row stride np words */
 BF16_TARGET static void block(int64_t k, const uint16_t *a, int64_t rs, int64_t ks, const uint32_t *p, int64_t np,
@@ -416,35 +432,16 @@ BF16_TARGET static void block(int64_t k, const uint16_t *a, int64_t rs, int64_t 
         for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
     }
     int64_t kh = k / 2;
+    uint32_t w[GEMM_MR];
     for (int64_t kp = 0; kp < kh; kp++) {
-        const uint32_t *pk = p + kp * np;
-        __m512bh b0 = (__m512bh)_mm512_loadu_si512(pk), b1 = (__m512bh)_mm512_loadu_si512(pk + 16);
-        __m512bh b2 = (__m512bh)_mm512_loadu_si512(pk + 32), b3 = (__m512bh)_mm512_loadu_si512(pk + 48);
-        int64_t off = kp * ks;
 #pragma GCC unroll 6
-        for (int r = 0; r < GEMM_MR; r++) {
-            uint32_t w;
-            memcpy(&w, ar[r] + off, sizeof w);
-            __m512bh av = (__m512bh)_mm512_set1_epi32((int)w);
-            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
-            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
-            acc[r][2] = _mm512_dpbf16_ps(acc[r][2], av, b2);
-            acc[r][3] = _mm512_dpbf16_ps(acc[r][3], av, b3);
-        }
+        for (int r = 0; r < GEMM_MR; r++) memcpy(&w[r], ar[r] + kp * ks, sizeof w[r]);
+        accumulate_pairs(acc, p + kp * np, w);
     }
     if (k & 1) { /* the last k alone: a 16-bit read of A (its pair's other half may lie past A's end) */
-        const uint32_t *pk = p + kh * np;
-        __m512bh b0 = (__m512bh)_mm512_loadu_si512(pk), b1 = (__m512bh)_mm512_loadu_si512(pk + 16);
-        __m512bh b2 = (__m512bh)_mm512_loadu_si512(pk + 32), b3 = (__m512bh)_mm512_loadu_si512(pk + 48);
-        int64_t off = kh * ks;
 #pragma GCC unroll 6
-        for (int r = 0; r < GEMM_MR; r++) {
-            __m512bh av = (__m512bh)_mm512_set1_epi32((int)ar[r][off]);
-            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
-            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
-            acc[r][2] = _mm512_dpbf16_ps(acc[r][2], av, b2);
-            acc[r][3] = _mm512_dpbf16_ps(acc[r][3], av, b3);
-        }
+        for (int r = 0; r < GEMM_MR; r++) w[r] = ar[r][kh * ks];
+        accumulate_pairs(acc, p + kh * np, w);
     }
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
 #pragma GCC unroll 6
