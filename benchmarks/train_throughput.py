@@ -101,9 +101,10 @@ def gemm_seconds(x, y):
     return _timed(epoch), ""
 
 
-def gemm_bf16_seconds(x, y):
-    """The bf16 bound: the same 8 products on bf16 operands (converted once, outside the clock) with MKL's
-    cblas_gemm_bf16bf16f32, the product mlplab's bf16 step uses (float32 accumulation and output)."""
+def bf16_products():
+    """The bf16 bound's step: a function of one bf16 batch (BATCH, 784) that runs the 8 products of forward +
+    backward on bf16 operands with the bf16 GEMM mlplab's bf16 step uses (Kernels.gemm_bf16: float32 accumulation
+    and output), into preallocated outputs; None when there is no such GEMM. engine_segments.py times it too."""
     import ctypes
 
     import torch
@@ -114,7 +115,7 @@ def gemm_bf16_seconds(x, y):
     address = k.gemm_bf16
     k.set_gemm_threads(torch.get_num_threads())  # as the bf16 step does before each call
     if address is None:
-        return None, "skipped: no cblas_gemm_bf16bf16f32 in this PyTorch"
+        return None
     i, f, p = ctypes.c_int, ctypes.c_float, ctypes.c_void_p
     gemm = ctypes.CFUNCTYPE(None, i, i, i, i, i, i, f, p, i, p, i, f, p, i)(address)
     row, nt, tr = 101, 111, 112
@@ -125,26 +126,40 @@ def gemm_bf16_seconds(x, y):
         gemm(row, tr if ta else nt, tr if tb else nt, m, n_, k, 1.0, a.data_ptr(), a.shape[1], b.data_ptr(),
              b.shape[1], 0.0, out.data_ptr(), n_)
 
-    xt = torch.from_numpy(x).to(torch.bfloat16)
-    n = xt.shape[0]
     g = torch.Generator().manual_seed(0)
     w = [torch.randn(s, generator=g).to(torch.bfloat16) for s in ((512, 784), (512, 512), (10, 512))]
     f32 = {s: torch.empty(s) for s in ((BATCH, 512), (BATCH, 10), (10, 512), (512, 512), (512, 784))}
     b16 = {s: torch.randn(s).to(torch.bfloat16) for s in ((BATCH, 512), (BATCH, 10))}
 
+    def step(xb):
+        h, zz = b16[(BATCH, 512)], b16[(BATCH, 10)]
+        mm(xb, w[0], f32[(BATCH, 512)], tb=True)
+        mm(h, w[1], f32[(BATCH, 512)], tb=True)
+        mm(h, w[2], f32[(BATCH, 10)], tb=True)
+        mm(zz, h, f32[(10, 512)], ta=True)
+        mm(zz, w[2], f32[(BATCH, 512)])
+        mm(h, h, f32[(512, 512)], ta=True)
+        mm(h, w[1], f32[(BATCH, 512)])
+        mm(h, xb, f32[(512, 784)], ta=True)
+
+    return step
+
+
+def gemm_bf16_seconds(x, y):
+    """The bf16 bound: the same 8 products on bf16 operands (converted once, outside the clock) with the bf16 GEMM
+    mlplab's bf16 step uses (bf16_products)."""
+    import torch
+
+    step = bf16_products()
+    if step is None:
+        return None, "skipped: no bf16 GEMM with float32 output on this machine"
+    xt = torch.from_numpy(x).to(torch.bfloat16)
+    n = xt.shape[0]
+
     def epoch():
         t0 = time.perf_counter()
         for s in range(0, n - BATCH + 1, BATCH):
-            xb = xt[s:s + BATCH]
-            h, zz = b16[(BATCH, 512)], b16[(BATCH, 10)]
-            mm(xb, w[0], f32[(BATCH, 512)], tb=True)
-            mm(h, w[1], f32[(BATCH, 512)], tb=True)
-            mm(h, w[2], f32[(BATCH, 10)], tb=True)
-            mm(zz, h, f32[(10, 512)], ta=True)
-            mm(zz, w[2], f32[(BATCH, 512)])
-            mm(h, h, f32[(512, 512)], ta=True)
-            mm(h, w[1], f32[(BATCH, 512)])
-            mm(h, xb, f32[(512, 784)], ta=True)
+            step(xt[s:s + BATCH])
         return time.perf_counter() - t0
 
     return _timed(epoch), ""

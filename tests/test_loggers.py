@@ -806,7 +806,10 @@ def test_mlflow_server_killed_mid_run(mlflow_server, tmp_path):
                        callbacks=[logger, LambdaCallback(on_epoch_end=kill_after_epoch_2)])
     _assert_complete(tmp_path / "run", 5)
     [line] = result.warnings
-    assert "failed sending metrics of epoch 3 (connection refused)" in line
+    # refused when the client opens a new connection, dropped when it reuses the kept-alive one the killed
+    # server held open: which depends on timing (seen both ways on the same machine)
+    assert ("failed sending metrics of epoch 3 (connection refused)" in line
+            or "failed sending metrics of epoch 3 (connection dropped)" in line)
     assert ("not logged: metrics of epochs 3-5, test metrics, the run folder's files, the model, "
             "the run's end status") in line
     assert f"run {logger.run_id} has what came before" in line and "is complete" in line

@@ -144,6 +144,7 @@ def own_gemm():
     lib.mlplab_gemm_bf16_set_threads.argtypes = (ctypes.c_int,)
     yield gemm, lib.mlplab_gemm_bf16_set_threads
     lib.mlplab_gemm_bf16_set_threads(torch.get_num_threads())
+    kernels._gemm_threads[0] = None  # set behind Kernels.set_gemm_threads's back: forget what it remembers
 
 
 def _run_gemm(gemm, ta, tb, m, n, k, alpha, beta, seed=0, pad=3):
@@ -295,6 +296,170 @@ def test_bf16_master_update_equals_torch_sgd_on_the_same_bf16_gradients(bf16_ker
         for p, q in zip(model.parameters(), twin.parameters()):
             torch.testing.assert_close(fused.optimizer.state[p]["momentum_buffer"], opt.state[q]["momentum_buffer"],
                                        rtol=2e-5, atol=2e-6)
+
+
+# --- the fused bf16 step: the element-wise work in the products' epilogues, the same bits as done separately ------
+FUSED_NETS = ["300:relu,dropout:0.2,70:relu,dropout:0.35,7:softmax",   # units not multiples of 4, 16 or 64
+              "256:linear,dropout:0.3,65:linear,10:softmax",          # a linear layer's dropout, a plain one
+              "130:relu,130:relu,3:softmax"]                          # relu without dropout
+
+
+def _twin_steps(spec, settings, threads, n_steps=3, batch=67, reuse=True):
+    """The same steps on two copies of one model: the fused bf16 step (reusing the weights it rounded when
+    `reuse`) and the unfused one (the products through the CBLAS interface, the element-wise kernels after
+    them, the weights rounded afresh each step). Returns (fused model, its optimizer, unfused model, its
+    optimizer, the per-step (loss, correct) of each)."""
+    torch.set_num_threads(threads)
+    model = build(spec, 200, seed=3)
+    twin = copy.deepcopy(model)
+    runs = []
+    for m, fused in ((model, 1), (twin, 0)):
+        sgd = FusedSGD(torch.optim.SGD(m.parameters(), lr=0.05, **settings))
+        step = engine.choose_route(m, "cpu", torch.float32, sgd, precision="bf16").step
+        assert step is not None and step.bf16
+        step.args.fused = fused
+        data, gen, stats = torch.Generator().manual_seed(0), torch.Generator().manual_seed(4), []
+        for i in range(n_steps):
+            x = torch.randn(batch, 200, generator=data)
+            y = torch.randint(0, m.plan[-1][0].out_features, (batch,), generator=data)
+            stats.append(engine.train_step(m, x, y, "categorical_crossentropy", gen, sgd=sgd, precision="bf16",
+                                           weights_untouched=reuse and i > 0))
+        runs.append((m, sgd, stats))
+    return runs[0][0], runs[0][1], runs[1][0], runs[1][1], runs[0][2], runs[1][2]
+
+
+def _assert_same_bits(model, sgd, twin, twin_sgd):
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+        buf, twin_buf = (s.optimizer.state[t].get("momentum_buffer") for s, t in ((sgd, p), (twin_sgd, q)))
+        assert (buf is None) == (twin_buf is None)
+        if buf is not None:
+            assert torch.equal(buf, twin_buf)
+
+
+@pytest.mark.parametrize("settings", SGD_SETTINGS, ids=settings_id)
+@pytest.mark.parametrize("spec", FUSED_NETS)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_bf16_step_is_bit_identical_to_the_unfused_one(own_gemm, settings, spec, threads):
+    previous = torch.get_num_threads()
+    try:
+        model, sgd, twin, twin_sgd, stats, twin_stats = _twin_steps(spec, settings, threads)
+    finally:
+        torch.set_num_threads(previous)
+    assert stats == twin_stats  # loss sums and correct counts, per step
+    _assert_same_bits(model, sgd, twin, twin_sgd)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_fused_bf16_step_reuses_its_rounded_weights_only_when_nothing_wrote_them(own_gemm):
+    """After steps promised untouched weights (reusing the rounding of the previous step's weight products: the same
+    bits as rounding afresh, above), weights are written between steps. A write PyTorch counts (an in-place op
+    under no_grad, as load_state_dict does) is seen even under the promise; a write behind its back (.data) is the
+    promise's to exclude: without the promise the weights are rounded afresh, and a wrong promise (the control)
+    really does train on the stale rounding."""
+    settings = SGD_SETTINGS[2]
+    model, sgd, *_ = _twin_steps(FUSED_NETS[0], settings, 2)
+    step = engine.choose_route(model, "cpu", torch.float32, sgd, precision="bf16").step
+    assert step.args.weights_rounded == 1 and step._rounded_stamp is not None  # the reuse was really in play
+
+    def copy_of(m, s):
+        c = copy.deepcopy(m)
+        c_sgd = FusedSGD(torch.optim.SGD(c.parameters(), lr=0.05, **settings))
+        c_sgd.optimizer.load_state_dict(copy.deepcopy(s.optimizer.state_dict()))  # (.to shares tensors)
+        engine.choose_route(c, "cpu", torch.float32, c_sgd, precision="bf16").step.args.fused = 0
+        return c, c_sgd
+
+    twin, twin_sgd = copy_of(model, sgd)        # rounds afresh every step
+    control, control_sgd = copy_of(model, sgd)
+    engine.choose_route(control, "cpu", torch.float32, control_sgd, precision="bf16").step.args.fused = 1
+    control_step = engine.choose_route(control, "cpu", torch.float32, control_sgd, precision="bf16").step
+    data = torch.Generator().manual_seed(8)
+    x, y = torch.randn(67, 200, generator=data), torch.randint(0, 7, (67,), generator=data)
+
+    def step_all(promise_model, promise_control):
+        for m, s, promise in ((model, sgd, promise_model), (twin, twin_sgd, False), (control, control_sgd,
+                                                                                       promise_control)):
+            engine.train_step(m, x, y, "categorical_crossentropy", torch.Generator().manual_seed(9), sgd=s,
+                              precision="bf16", weights_untouched=promise)
+
+    step_all(False, False)  # the control's own rounding becomes current too
+    assert control_step.args.weights_rounded == 1
+    for m in (model, twin):
+        with torch.no_grad():  # counted: the promise is wrong, and the version counter catches it
+            m.plan[0][0].weight.mul_(0.5)
+    control.plan[0][0].weight.data.mul_(0.5)  # not counted
+    step_all(True, True)
+    _assert_same_bits(model, sgd, twin, twin_sgd)
+    assert not torch.equal(control.plan[0][0].weight, twin.plan[0][0].weight)  # a wrong promise is not harmless
+    for m in (model, twin):
+        m.plan[1][0].weight.data.mul_(0.25)  # not counted: the caller must not promise, and does not
+    step_all(False, False)
+    _assert_same_bits(model, sgd, twin, twin_sgd)
+
+
+def test_which_callbacks_may_write_weights_between_batches():
+    from mlplab.cli.progress import ConsoleProgress
+    from mlplab.train.callbacks import (Callback, EarlyStopping, LambdaCallback,
+                                        batch_hooks_may_write_weights)
+    from mlplab.train.keras_protocol import KerasAdapter
+    from mlplab.train.progress import Progress
+
+    class Writes(Callback):
+        def on_batch_end(self, trainer, batch, logs):
+            pass
+
+    class KerasBatchHook:
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    quiet = [Callback(), EarlyStopping(), LambdaCallback(on_epoch_end=lambda *a: None), Progress(3, verbose=0),
+             ConsoleProgress(3), KerasAdapter(object(), 3)]
+    assert not batch_hooks_may_write_weights(quiet)
+    for writer in (Writes(), LambdaCallback(on_batch_end=lambda *a: None), KerasAdapter(KerasBatchHook(), 3)):
+        assert batch_hooks_may_write_weights(quiet + [writer]), writer
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["no-writes", "data-writes"])
+def test_trainer_reuses_rounded_weights_within_an_epoch_unless_a_batch_hook_may_write(own_gemm, monkeypatch, write):
+    """fit() promises untouched weights from the second batch of each epoch on, unless a callback runs code
+    between batches; results are bit-identical to a fit that never promises, also when a batch hook writes the
+    weights behind PyTorch's back (.data, as a max-norm constraint written in old tutorials does)."""
+    from mlplab.train import Trainer
+    from mlplab.train.callbacks import LambdaCallback
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(600, 30, generator=gen).numpy(), torch.randint(0, 4, (600,), generator=gen).numpy()
+
+    def clamp(trainer, batch, logs):
+        trainer.model.plan[0][0].weight.data.clamp_(-0.05, 0.05)
+
+    batches = 10  # 600 samples in batches of 64 (no validation split)
+
+    def fit(promises: str):
+        """promises: "trainer" (as fit decides), "never", or "forced" (from each epoch's second batch, the control)"""
+        reused = []
+        real = engine.train_step
+
+        def train_step(*args, weights_untouched=False, **kwargs):
+            reused.append(weights_untouched)
+            promise = {"trainer": weights_untouched, "never": False,
+                       "forced": (len(reused) - 1) % batches != 0}[promises]
+            return real(*args, weights_untouched=promise, **kwargs)
+
+        monkeypatch.setattr(engine, "train_step", train_step)
+        model = build("40:relu,dropout:0.1,4:softmax", 30, seed=1)
+        trainer = Trainer(model, lr=0.1, momentum=0.9, batch_size=64, precision="bf16")
+        trainer.fit(x, y, epochs=2, callbacks=[LambdaCallback(on_batch_end=clamp)] if write else [])
+        monkeypatch.setattr(engine, "train_step", real)
+        return model, reused
+
+    model, reused = fit("trainer")
+    twin, _ = fit("never")
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), twin.parameters()))
+    assert reused == ([False] * 2 * batches if write else ([False] + [True] * (batches - 1)) * 2)
+    if write:  # the control: promising anyway trains on stale roundings, so the check above can fail
+        control, _ = fit("forced")
+        assert not all(torch.equal(p, q) for p, q in zip(control.parameters(), twin.parameters()))
 
 
 def _emulated_step(model, x, y, keys):

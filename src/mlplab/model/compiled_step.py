@@ -36,6 +36,8 @@ class CompiledStep:
         plan = model.plan
         self.n_layers = len(plan)
         self.dims = [model.input_dim, *(lin.out_features for lin, _, _ in plan)]
+        self.linears = [lin for lin, _, _ in plan]
+        self.shapes = [(torch.Size((u, d)), torch.Size((u,))) for d, u in zip(self.dims, self.dims[1:])]
         self.layers = (kernels.Layer * self.n_layers)()
         self.dropout_layers = []
         for i, (lin, act, rate) in enumerate(plan):
@@ -46,9 +48,13 @@ class CompiledStep:
                 layer.threshold, layer.scale = masks.kernel_constants(rate) if rate > 0 else (0, 1.0)
                 if rate > 0:
                     self.dropout_layers.append(i)
+        # fused: the bf16 step's element-wise work runs in its products' epilogues (the same bits; tests turn it off
+        # to compare)
         self.args = kernels.Step(gemm=k.gemm, layers=ctypes.cast(self.layers, ctypes.POINTER(kernels.Layer)),
-                                 input_dim=model.input_dim, n_layers=self.n_layers, gemm_bf16=k.gemm_bf16)
-        # bf16: each layer's weights rounded once per step into a buffer of their own
+                                 input_dim=model.input_dim, n_layers=self.n_layers, gemm_bf16=k.gemm_bf16, fused=1)
+        # bf16: each layer's weights rounded into a buffer of their own, by the previous step's weight products
+        # (reused while _rounded_stamp says nothing wrote the weights since) or at the start of the step
+        self._rounded_stamp = None
         self.weights_bf16 = [torch.empty(lin.out_features, lin.in_features, dtype=torch.bfloat16)
                              for lin, _, _ in plan] if self.bf16 else []
         for layer, wb in zip(self.layers, self.weights_bf16):
@@ -92,8 +98,9 @@ class CompiledStep:
                 layer.z_bf16, layer.dz_bf16 = zb[i].data_ptr(), dzb[i].data_ptr()
         self.capacity = n
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator, sgd):
-        """(loss_sum, n_correct) as floats, or None when this batch needs the Python path (the caller runs it)."""
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator, sgd, weights_untouched: bool = False):
+        """(loss_sum, n_correct) as floats, or None when this batch needs the Python path (the caller runs it).
+        weights_untouched: engine.train_step's promise (the bf16 step may reuse its rounded weights)."""
         # Raw pointers go to C: everything it touches must be a contiguous CPU tensor of the expected dtype and
         # shape, or the Python path (which checks and raises) runs instead.
         n = x.shape[0]
@@ -101,17 +108,19 @@ class CompiledStep:
                 and y.is_contiguous() and 0 < n <= _INT_MAX):
             return None
         with self._lock:  # one step at a time: the pointers, keys and work buffers are shared
-            return self._step(x, y, n, generator, sgd)
+            return self._step(x, y, n, generator, sgd, weights_untouched)
 
-    def _step(self, x, y, n, generator, sgd):
-        layers, plan, dims, args = self.layers, self.plan, self.dims, self.args
-        params = []
-        for i, (lin, _, _) in enumerate(plan):
+    def _step(self, x, y, n, generator, sgd, weights_untouched):
+        layers, args, dtype = self.layers, self.args, self.dtype
+        params, stamp = [], []
+        for layer, lin, (w_shape, b_shape) in zip(layers, self.linears, self.shapes):
             w, b = lin._parameters["weight"], lin._parameters["bias"]  # not via nn.Module.__getattr__: per step
-            if not (_fits(w, self.dtype, (dims[i + 1], dims[i])) and _fits(b, self.dtype, (dims[i + 1],))):
+            if not (_fits(w, dtype, w_shape) and _fits(b, dtype, b_shape)):
                 return None
-            layers[i].weight, layers[i].bias = w.data_ptr(), b.data_ptr()
+            layer.weight = w_ptr = w.data_ptr()
+            layer.bias = b.data_ptr()
             params += (w, b)
+            stamp.append((w_ptr, w._version))
         mu, new_bufs = sgd.momentum, None
         if mu:
             state = sgd.optimizer.state
@@ -137,6 +146,9 @@ class CompiledStep:
         args.nesterov, args.init = int(sgd.nesterov), int(new_bufs is not None)
         if self.bf16:
             self.k.set_gemm_threads(torch.get_num_threads())  # PyTorch's setting, which may change between steps
+            # The rounded weights are current when the last step left them so and, since then, the caller saw no
+            # write and PyTorch counted none (each weight the same memory at the same version).
+            args.weights_rounded = int(weights_untouched and self._rounded_stamp == stamp)
         rc = self.call(self.args_ref)
         if rc == -1:
             if new_bufs is not None:
@@ -144,17 +156,20 @@ class CompiledStep:
                     sgd.optimizer.state[p]["momentum_buffer"] = buf
             # written through pointers: tell autograd, as an in-place PyTorch op would
             torch.autograd.graph.increment_version(params)
+            if self.bf16:
+                self._rounded_stamp = [(ptr, w._version) for (ptr, _), w in zip(stamp, params[::2])] \
+                    if args.weights_rounded else None
             return args.stats[0], args.stats[1]
         if rc >= 0:
-            raise kernels.label_out_of_range(int(y[rc]), dims[self.n_layers])
+            raise kernels.label_out_of_range(int(y[rc]), self.dims[self.n_layers])
         raise MemoryError("out of memory in the compiled training step")
 
 
 _INT_MAX = 2 ** 31 - 1  # BLAS's sizes are 32-bit ints (LP64)
 
 
-def _fits(t: torch.Tensor, dtype: torch.dtype, shape) -> bool:
-    return t.dtype == dtype and t.is_cpu and t.is_contiguous() and tuple(t.shape) == tuple(shape)
+def _fits(t: torch.Tensor, dtype: torch.dtype, shape: torch.Size) -> bool:
+    return t.dtype == dtype and t.is_cpu and t.is_contiguous() and t.shape == shape
 
 
 def for_model(model, sgd, k: Kernels | None, dtype: torch.dtype, precision: str = "fp32") -> CompiledStep | None:

@@ -263,13 +263,19 @@ def _training_loss(z: torch.Tensor, y: torch.Tensor, loss: str, act: str, k):
 
 # --- the hot path ----------------------------------------------------------------------------------------------------
 def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
-               generator: torch.Generator | None = None, sgd=None, precision: str = "fp32"):
+               generator: torch.Generator | None = None, sgd=None, precision: str = "fp32",
+               weights_untouched: bool = False):
     """One closed-form forward + backward on a batch; returns (loss_sum, n_correct) (see the module's contract).
 
     Writes p.grad, or with `sgd` (a FusedSGD) applies that optimizer's update to the parameters during the
     backward instead (p.grad untouched; see fused_sgd.py). precision "bf16": bf16 products with float32
     accumulation, float32 master weights (the compiled bf16 step, else autograd under torch.autocast, which
     steps `sgd`'s optimizer itself).
+
+    weights_untouched: the caller vouches that nothing wrote the model's weights since its previous train_step
+    (the Trainer does within an epoch when no callback runs code between batches). The compiled bf16 step then
+    reuses the weights it rounded to bf16 at the end of that step instead of rounding them again; PyTorch's
+    version counters are checked as well, so only writes that bypass them (.data, NumPy views) need the promise.
     """
     _check(model, x, y, loss)
     if x.shape[0] == 0:
@@ -281,7 +287,7 @@ def train_step(model: MLP, x: torch.Tensor, y: torch.Tensor, loss: str,
     route = _cached_route(model, x, sgd, loss, precision)
     k = route.kernels
     if route.step is not None:  # the whole step in one compiled call
-        result = route.step(x, y, generator, sgd)
+        result = route.step(x, y, generator, sgd, weights_untouched)
         if result is not None:
             return result
     if precision == "bf16":

@@ -132,11 +132,9 @@ DEFINE_KERNELS(double, f64)
  * g + mu buf, plain momentum buf; p <- p - lr g. buf is NULL without momentum. Returns 0, or -1 when out of
  * memory (the caller falls back; nothing was changed). */
 #define DEFINE_BIAS_SGD(T, SUFFIX)                                                                       \
-    static void bias_sgd_core_##SUFFIX(T *p, T *buf, const T *dz, int64_t n, int64_t c, double lr, double mu, \
-                                       double wd, int nesterov, int init, double *acc) {                 \
-        memset(acc, 0, (size_t)c * sizeof(double));                                                      \
-        for (int64_t i = 0; i < n; i++)                                                                  \
-            for (int64_t k = 0; k < c; k++) acc[k] += dz[i * c + k];                                     \
+    /* the update from the column sums acc (the bf16 step's fused products compute them in their epilogue) */ \
+    static void bias_update_##SUFFIX(T *p, T *buf, const double *acc, int64_t c, double lr, double mu,      \
+                                     double wd, int nesterov, int init) {                                \
         for (int64_t k = 0; k < c; k++) {                                                                \
             T g = (T)acc[k];                                                                             \
             if (wd != 0.0) g = g + (T)wd * p[k];                                                         \
@@ -146,6 +144,13 @@ DEFINE_KERNELS(double, f64)
             }                                                                                            \
             p[k] = p[k] - (T)lr * g;                                                                     \
         }                                                                                                \
+    }                                                                                                    \
+    static void bias_sgd_core_##SUFFIX(T *p, T *buf, const T *dz, int64_t n, int64_t c, double lr, double mu, \
+                                       double wd, int nesterov, int init, double *acc) {                 \
+        memset(acc, 0, (size_t)c * sizeof(double));                                                      \
+        for (int64_t i = 0; i < n; i++)                                                                  \
+            for (int64_t k = 0; k < c; k++) acc[k] += dz[i * c + k];                                     \
+        bias_update_##SUFFIX(p, buf, acc, c, lr, mu, wd, nesterov, init);                                \
     }                                                                                                    \
     int mlplab_bias_sgd_##SUFFIX(T *p, T *buf, const T *dz, int64_t n, int64_t c, double lr, double mu, \
                                  double wd, int nesterov, int init) {                                  \
@@ -206,6 +211,10 @@ typedef struct {
     double stats[2];                        /* out: loss sum, correct count */
     void *gemm_bf16;                        /* bf16 only: MKL's cblas_gemm_bf16bf16f32 */
     void *x_bf16;                           /* bf16 only: n x input_dim, the batch rounded */
+    int32_t fused;                          /* bf16 only: 1 = fuse the element-wise work into the products */
+    int32_t weights_rounded;                /* bf16 only, in: weight_bf16 already holds the weights rounded
+                                               (the caller vouches nothing wrote them since the last step);
+                                               out: whether this step left them so */
 } mlplab_step;
 
 #define MLPLAB_RELU 1    /* model/activations.py's COMPILED_RELU */
@@ -309,8 +318,13 @@ DEFINE_STEP(double, f64)
  * the weights, momentum buffers, biases, activations, masks, loss and softmax stay float32, exactly as in the
  * float32 step. The inputs of each product are rounded to bf16 just before it (round to nearest even, as
  * PyTorch's .to(torch.bfloat16)): the batch, each layer's output (after relu and dropout), each output gradient,
- * and the weights once per step. The SGD update stays folded into the weight-gradient product, whose float32
- * output is the master weight itself (beta = 1 - lr wd) or the momentum buffer. */
+ * and the weights. The SGD update stays folded into the weight-gradient product, whose float32 output is the
+ * master weight itself (beta = 1 - lr wd) or the momentum buffer.
+ *
+ * With mlplab's own GEMM (and s->fused) the element-wise work runs in the products' epilogues (fused_step_bf16
+ * below: the same bits), and the weight products also leave the new weights rounded, which the next step reuses
+ * when s->weights_rounded says nothing else wrote them. Otherwise (MKL's GEMM) the loops below run after each
+ * product and the weights are rounded at the start of every step. */
 typedef void (*gemm_bf16_t)(int layout, int transa, int transb, int m, int n, int k, float alpha, const uint16_t *a,
                             int lda, const uint16_t *b, int ldb, float beta, float *c, int ldc);
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 }; /* CBLAS's enum values */
@@ -343,7 +357,7 @@ HOT void mlplab_to_bf16(const float *src, uint16_t *dst, int64_t n) {
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 #define GEMM_MR 6
 #define GEMM_NR 64
 
@@ -354,7 +368,8 @@ void mlplab_gemm_bf16_set_threads(int n) { gemm_threads = n < 1 ? 1 : n; }
 int mlplab_gemm_bf16_available(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16");
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bf16");
 }
 
 /* dst[j] = r0[j] | r1[j] << 16 for j < n (r1 NULL: zeros) */
@@ -419,10 +434,179 @@ BF16_TARGET static inline __attribute__((always_inline)) void accumulate_pairs(_
     }
 }
 
-/* one block of C: rows [0, mr) (mr <= 6) x columns [0, nc) (nc <= 64) of the block at c; A's pair kp of row r
- * is the 32-bit word at a + r rs + kp ks (in bf16 units), B's panel at p with row stride np words */
+/* What a product does with each element of its result before storing it: the CBLAS update C = alpha acc + beta C
+ * and, for the bf16 step's fused products, the element-wise work that would otherwise be a separate
+ * single-threaded pass over memory after it, in the order the separate kernels apply it (so the values are the
+ * same bits): a bias row, relu, relu's backward (a gate), a dropout mask, column sums (the bias gradient), an SGD
+ * update of the master weights, and a bf16 copy of what was stored (the next product's input). Running it here puts
+ * it on the product's threads and on values still in registers. Indices are of the whole C: element (i, j) is
+ * i ldc + j in C, gate, rounded, and the SGD operands, and the dropout stream's element i ldc + j. */
+enum { SGD_NONE, SGD_MOMENTUM, SGD_GRADIENT };
+typedef struct {
+    float alpha, beta;        /* v = alpha acc + beta C (beta 0: C not read; alpha 0: acc not used) */
+    const float *bias;        /* v += bias[j] */
+    int relu;                 /* v = v < 0 ? 0 : v (NaN and -0 kept, as mlplab_relu_dropout_forward) */
+    const float *gate;        /* v *= gate[i][j] > 0 ? gate_scale : 0 (relu's backward on the masked output) */
+    float gate_scale;
+    int dropout;              /* v *= the mask factor (scale if kept, else 0) of element i ldc + j under key */
+    uint64_t key;
+    int32_t threshold;
+    float scale;
+    double *colsum;           /* colsum[j] += v, rows in order (the product then splits by columns only) */
+    int sgd;                  /* SGD_NONE: C = v. Otherwise C is the momentum buffer, v its product part: */
+    float *w;                 /* the float32 master weights, updated as mlplab_train_step_f32's loops do */
+    float mu, wd, neg_lr;
+    int nesterov, init;
+    uint16_t *rounded;        /* rounded[i][j] = bf16 of the stored C (SGD kinds: of the new weight) */
+    int plain;                /* set by gemm_ep: nothing but the CBLAS update, alpha != 0 */
+} epilogue;
+
+/* 16 lanes of float32 -> bfloat16 exactly as mlplab_to_bf16 (round to nearest even, NaN -> quiet NaN) */
+BF16_TARGET static inline __m256i round16(__m512 x) {
+    __m512i u = _mm512_castps_si512(x), hi = _mm512_srli_epi32(u, 16);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)),
+                                 _mm512_and_si512(hi, _mm512_set1_epi32(1)));
+    r = _mm512_mask_mov_epi32(_mm512_srli_epi32(r, 16), nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+BF16_TARGET static void to_bf16_avx512(const float *src, uint16_t *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm256_storeu_si256((__m256i *)(dst + i), round16(_mm512_loadu_ps(src + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(dst + i, m, round16(_mm512_maskz_loadu_ps(m, src + i)));
+    }
+}
+
+/* the dropout stream's 16-bit draws of elements [base, base + 64) at s[0..64) (s points into out[96]): SplitMix64
+ * words base / 4 ... (24 of them, 8 per vector), as mask_block computes them one at a time */
+BF16_TARGET static inline const int16_t *mask_draws(uint64_t key, int64_t base, int16_t out[96]) {
+    __m512i j = _mm512_add_epi64(_mm512_set1_epi64((long long)(base / 4 + 1)), _mm512_set_epi64(7, 6, 5, 4, 3, 2, 1, 0));
+    const __m512i golden = _mm512_set1_epi64((long long)0x9e3779b97f4a7c15ULL);
+    const __m512i m1 = _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ULL);
+    const __m512i m2 = _mm512_set1_epi64((long long)0x94d049bb133111ebULL);
+    const __m512i vk = _mm512_set1_epi64((long long)key), eight = _mm512_set1_epi64(8);
+    for (int q = 0; q < 3; q++) {
+        __m512i z = _mm512_add_epi64(vk, _mm512_mullo_epi64(j, golden));
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), m1);
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), m2);
+        _mm512_storeu_si512(out + 32 * q, _mm512_xor_si512(z, _mm512_srli_epi64(z, 31)));
+        j = _mm512_add_epi64(j, eight);
+    }
+    return out + (base & 3);
+}
+
+/* The fused epilogue for the rows [0, mr) x columns [0, nc) of one block: acc holds the products, (i0, j0) is the
+ * block's first element in C. Each step runs over a row's 4 vectors at once (a vector past nc has an empty mask:
+ * its loads read nothing and its stores write nothing), so a step that does not apply costs one branch per row. A
+ * function of its own, called once per block: inlined and unrolled into block() its code crowded the k loop's
+ * (plain products measured 3-12% slower), and plain products do not come here (block's own store loop). The
+ * settings are copied to locals first: read through ep they would be reloaded after every float store. */
+BF16_TARGET static __attribute__((noinline)) void finish(const epilogue *ep, __m512 acc[GEMM_MR][4], int mr,
+                                                        int64_t nc, int64_t i0, int64_t j0, float *c, int64_t ldc) {
+    const float alpha = ep->alpha, beta = ep->beta;
+    const float *const bias = ep->bias, *const gate = ep->gate;
+    const int relu = ep->relu, dropout = ep->dropout, sgd = ep->sgd;
+    double *const colsum = ep->colsum;
+    float *const w = ep->w;
+    uint16_t *const rounded = ep->rounded;
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta), zero = _mm512_setzero_ps();
+    const __m512 gate_scale = _mm512_set1_ps(ep->gate_scale), scale = _mm512_set1_ps(ep->scale);
+    const __m512 vmu = _mm512_set1_ps(ep->mu), vwd = _mm512_set1_ps(ep->wd), neg_lr = _mm512_set1_ps(ep->neg_lr);
+    const __m512i threshold = _mm512_set1_epi32(ep->threshold);
+    const uint64_t key = ep->key;
+    const int wd = ep->wd != 0.0f, nesterov = ep->nesterov, init = ep->init;
+    __mmask16 m[4];
+#pragma GCC unroll 4
+    for (int v = 0; v < 4; v++) {
+        int64_t left = nc - 16 * v;
+        m[v] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+    }
+    int16_t draws[96];
+#pragma GCC unroll 1
+    for (int r = 0; r < mr; r++) {
+        int64_t e = (i0 + r) * ldc + j0; /* the row's first element in C */
+        __m512 out[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) out[v] = alpha != 0.0f ? _mm512_mul_ps(va, acc[r][v]) : zero;
+        if (beta != 0.0f) /* beta 0: C is not read (it may hold anything, NaN included), as in BLAS */
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++)
+                out[v] = _mm512_add_ps(out[v], _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m[v], c + e + 16 * v)));
+        if (bias)
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) out[v] = _mm512_add_ps(out[v], _mm512_maskz_loadu_ps(m[v], bias + j0 + 16 * v));
+        if (relu)
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) out[v] = _mm512_mask_mov_ps(out[v], _mm512_cmp_ps_mask(out[v], zero, _CMP_LT_OQ), zero);
+        if (gate)
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                __mmask16 on = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m[v], gate + e + 16 * v), zero, _CMP_GT_OQ);
+                out[v] = _mm512_mul_ps(out[v], _mm512_maskz_mov_ps(on, gate_scale));
+            }
+        if (dropout) {
+            const int16_t *s = mask_draws(key, e, draws);
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                __m512i d = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(s + 16 * v)));
+                out[v] = _mm512_mul_ps(out[v], _mm512_maskz_mov_ps(_mm512_cmplt_epi32_mask(d, threshold), scale));
+            }
+        }
+        if (colsum)
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                double *cs = colsum + j0 + 16 * v;
+                __mmask8 lo = (__mmask8)(m[v] & 0xff), hi = (__mmask8)(m[v] >> 8);
+                _mm512_mask_storeu_pd(cs, lo, _mm512_add_pd(_mm512_maskz_loadu_pd(lo, cs),
+                                                            _mm512_cvtps_pd(_mm512_castps512_ps256(out[v]))));
+                _mm512_mask_storeu_pd(cs + 8, hi, _mm512_add_pd(_mm512_maskz_loadu_pd(hi, cs + 8),
+                                                                _mm512_cvtps_pd(_mm512_extractf32x8_ps(out[v], 1))));
+            }
+        if (sgd != SGD_NONE) { /* mlplab_train_step_f32's momentum loops, element for element */
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                __m512 wv = _mm512_maskz_loadu_ps(m[v], w + e + 16 * v);
+                __m512 g = wd ? _mm512_add_ps(out[v], _mm512_mul_ps(vwd, wv)) : out[v];
+                __m512 buf = g; /* SGD_MOMENTUM: out already holds mu buf + G */
+                if (sgd == SGD_GRADIENT) {
+                    if (!init) buf = _mm512_add_ps(_mm512_mul_ps(vmu, _mm512_maskz_loadu_ps(m[v], c + e + 16 * v)), g);
+                    g = nesterov ? _mm512_add_ps(g, _mm512_mul_ps(vmu, buf)) : buf;
+                }
+                _mm512_mask_storeu_ps(c + e + 16 * v, m[v], buf);
+                out[v] = _mm512_add_ps(wv, _mm512_mul_ps(neg_lr, g)); /* the new weight: stored and rounded */
+                _mm512_mask_storeu_ps(w + e + 16 * v, m[v], out[v]);
+            }
+        } else {
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) _mm512_mask_storeu_ps(c + e + 16 * v, m[v], out[v]);
+        }
+        if (rounded)
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) _mm256_mask_storeu_epi16(rounded + e + 16 * v, m[v], round16(out[v]));
+    }
+}
+
+/* Prefetch the rows [i0, i0 + mr) x columns [j0, j0 + nc) of a float32 matrix that a block's epilogue will read.
+ * Issued before the block's k loop, the loads arrive while it computes: the epilogue's reads of C, the master
+ * weights and the gate are strided rows that the hardware prefetcher does not predict, and waiting for them made
+ * the fused step ~70 us (8%) slower. */
+BF16_TARGET static inline void prefetch_rows(const float *base, int64_t ld, int64_t i0, int64_t j0, int mr,
+                                             int64_t nc) {
+    for (int r = 0; r < mr; r++) {
+        const char *row = (const char *)(base + (i0 + r) * ld + j0);
+        for (int64_t off = 0; off < nc * (int64_t)sizeof(float); off += 64) _mm_prefetch(row + off, _MM_HINT_T0);
+    }
+}
+
+/* one block of C: rows [i0, i0 + mr) (mr <= 6) x columns [j0, j0 + nc) (nc <= 64); A's pair kp of the block's row
+ * r is the 32-bit word at a + r rs + kp ks (in bf16 units), B's panel at p with row stride np words */
 BF16_TARGET static void block(int64_t k, const uint16_t *a, int64_t rs, int64_t ks, const uint32_t *p, int64_t np,
-                              int mr, int64_t nc, float alpha, float beta, float *c, int64_t ldc) {
+                              int mr, int64_t nc, int64_t i0, int64_t j0, float *c, int64_t ldc,
+                              const epilogue *ep) {
     __m512 acc[GEMM_MR][4];
     const uint16_t *ar[GEMM_MR];
 #pragma GCC unroll 6
@@ -431,6 +615,9 @@ BF16_TARGET static void block(int64_t k, const uint16_t *a, int64_t rs, int64_t 
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++) acc[r][v] = _mm512_setzero_ps();
     }
+    if (ep->beta != 0.0f || (ep->sgd == SGD_GRADIENT && !ep->init)) prefetch_rows(c, ldc, i0, j0, mr, nc);
+    if (ep->sgd != SGD_NONE) prefetch_rows(ep->w, ldc, i0, j0, mr, nc);
+    if (ep->gate) prefetch_rows(ep->gate, ldc, i0, j0, mr, nc);
     int64_t kh = k / 2;
     uint32_t w[GEMM_MR];
     for (int64_t kp = 0; kp < kh; kp++) {
@@ -443,19 +630,28 @@ BF16_TARGET static void block(int64_t k, const uint16_t *a, int64_t rs, int64_t 
         for (int r = 0; r < GEMM_MR; r++) w[r] = ar[r][kh * ks];
         accumulate_pairs(acc, p + kh * np, w);
     }
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    if (!ep->plain) { /* a copy, so that acc's address does not escape (acc would then live in memory) */
+        __m512 sums[GEMM_MR][4];
+#pragma GCC unroll 6
+        for (int r = 0; r < GEMM_MR; r++)
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) sums[r][v] = acc[r][v];
+        finish(ep, sums, mr, nc, i0, j0, c, ldc);
+        return;
+    }
+    const __m512 va = _mm512_set1_ps(ep->alpha), vb = _mm512_set1_ps(ep->beta);
+    const int read_c = ep->beta != 0.0f; /* beta 0: C is not read (it may hold anything, NaN included), as in BLAS */
 #pragma GCC unroll 6
     for (int r = 0; r < GEMM_MR; r++) {
         if (r >= mr) break;
-        float *cr = c + r * ldc;
+        float *cr = c + (i0 + r) * ldc + j0;
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++) {
             int64_t left = nc - 16 * v;
             if (left <= 0) break;
             __mmask16 m = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
             __m512 out = _mm512_mul_ps(va, acc[r][v]);
-            if (beta != 0.0f) /* beta 0: C is not read (it may hold anything, NaN included), as in BLAS */
-                out = _mm512_add_ps(out, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, cr + 16 * v)));
+            if (read_c) out = _mm512_add_ps(out, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, cr + 16 * v)));
             _mm512_mask_storeu_ps(cr + 16 * v, m, out);
         }
     }
@@ -468,15 +664,20 @@ static __thread size_t pack_words = 0;
 static uint32_t *packing_space(size_t words) {
     if (words > pack_words) {
         free(pack_space);
-        pack_space = malloc(words * sizeof(uint32_t));
+        /* 64-byte aligned: each packed row of a panel is then whole cache lines (with malloc's 16-byte alignment
+           every load of B in the k loop could straddle two lines; the product's speed then varied ~10% between
+           processes with where malloc put the buffer) */
+        void *q = NULL;
+        pack_space = posix_memalign(&q, 64, words * sizeof(uint32_t)) == 0 ? q : NULL;
         pack_words = pack_space ? words : 0;
     }
     return pack_space;
 }
 
-/* One thread's share of C: column panels [jb0, jb1) x row blocks [ib0, ib1), packing what it reads itself. */
-BF16_TARGET static int gemm_part(int ta, int tb, int64_t m, int64_t n, int64_t k, float alpha, const uint16_t *a,
-                                 int64_t lda, const uint16_t *b, int64_t ldb, float beta, float *c, int64_t ldc,
+/* One thread's share of C: column panels [jb0, jb1) x row blocks [ib0, ib1), packing what it reads itself. Within
+ * a column panel the row blocks run in order, so an epilogue's column sums add rows in order. */
+BF16_TARGET static int gemm_part(int ta, int tb, int64_t m, int64_t n, int64_t k, const uint16_t *a, int64_t lda,
+                                 const uint16_t *b, int64_t ldb, float *c, int64_t ldc, const epilogue *ep,
                                  int64_t jb0, int64_t jb1, int64_t ib0, int64_t ib1) {
     if (jb0 >= jb1 || ib0 >= ib1) return 0;
     int64_t kc = (k + 1) / 2, np = (jb1 - jb0) * GEMM_NR; /* this share's panels only */
@@ -502,33 +703,30 @@ BF16_TARGET static int gemm_part(int ta, int tb, int64_t m, int64_t n, int64_t k
         for (int64_t ib = ib0; ib < ib1; ib++) {
             int64_t i0 = ib * GEMM_MR;
             int mr = (int)(m - i0 < GEMM_MR ? m - i0 : GEMM_MR);
-            block(k, abase + (i0 - i_first) * rs, rs, ks, p + (j0 - jb0 * GEMM_NR), np, mr, nc, alpha, beta,
-                  c + i0 * ldc + j0, ldc);
+            block(k, abase + (i0 - i_first) * rs, rs, ks, p + (j0 - jb0 * GEMM_NR), np, mr, nc, i0, j0, c, ldc, ep);
         }
     }
     return 0;
 }
 
-BF16_TARGET void mlplab_gemm_bf16(int layout, int transa, int transb, int m, int n, int k, float alpha,
-                                  const uint16_t *a, int lda, const uint16_t *b, int ldb, float beta, float *c,
-                                  int ldc) {
-    (void)layout; /* row-major only, as every caller here */
-    int ta = transa == 112, tb = transb == 112;
-    if (m <= 0 || n <= 0) return;
-    if (k <= 0 || alpha == 0.0f) {
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
-        return;
-    }
-    int64_t mb = ((int64_t)m + GEMM_MR - 1) / GEMM_MR, nb = ((int64_t)n + GEMM_NR - 1) / GEMM_NR;
+/* C (m x n, row-major) = op(A) op(B) finished by ep, k >= 1 */
+BF16_TARGET static void gemm_ep(int ta, int tb, int64_t m, int64_t n, int64_t k, const uint16_t *a, int64_t lda,
+                                const uint16_t *b, int64_t ldb, float *c, int64_t ldc, const epilogue *settings) {
+    epilogue copy = *settings, *ep = &copy;
+    copy.plain = copy.alpha != 0.0f && !copy.bias && !copy.relu && !copy.gate && !copy.dropout && !copy.colsum &&
+                 copy.sgd == SGD_NONE && !copy.rounded;
+    int64_t mb = (m + GEMM_MR - 1) / GEMM_MR, nb = (n + GEMM_NR - 1) / GEMM_NR;
     int threads = gemm_threads;
-    if ((int64_t)m * n * k < (int64_t)1 << 20) threads = 1; /* small products: a thread team costs more */
+    /* small products: a thread team costs more; but a fused epilogue's work grows with C alone (the output
+     * layer's dH at batch 128: k = 10, C 128 x 512, relu's gate, the bias sums and the rounding per element) */
+    if (m * n * k < (int64_t)1 << 20 && (ep->plain || m * n < (int64_t)1 << 14)) threads = 1;
     /* One parallel region per call and no barrier inside it: each thread packs the part of B it reads (and of A
      * when A is transposed) and computes its blocks. Split by column panels where there are enough of them (B is
-     * then packed once in all), else by row blocks (each thread packs all of B: only when B is narrow). On a
-     * machine busy with other processes every barrier waits for a descheduled thread, so fewer is faster. Each
-     * block is one thread's, summed in a fixed order: the result does not depend on the thread count. */
-    int by_columns = nb >= threads || nb >= mb, failed = 0;
+     * then packed once in all) or where column sums need whole columns, else by row blocks (each thread packs all
+     * of B: only when B is narrow). On a machine busy with other processes every barrier waits for a descheduled
+     * thread, so fewer is faster. Each block is one thread's, summed in a fixed order: the result does not depend
+     * on the thread count. */
+    int by_columns = nb >= threads || nb >= mb || ep->colsum != NULL, failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
     {
         int t = 0, nt = 1;
@@ -537,10 +735,94 @@ BF16_TARGET void mlplab_gemm_bf16(int layout, int transa, int transb, int m, int
         nt = omp_get_num_threads();
 #endif
         int64_t parts = by_columns ? nb : mb, lo = parts * t / nt, hi = parts * (t + 1) / nt;
-        failed |= by_columns ? gemm_part(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, lo, hi, 0, mb)
-                             : gemm_part(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, 0, nb, lo, hi);
+        failed |= by_columns ? gemm_part(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, ep, lo, hi, 0, mb)
+                             : gemm_part(ta, tb, m, n, k, a, lda, b, ldb, c, ldc, ep, 0, nb, lo, hi);
     }
     if (failed) abort(); /* out of memory for a few MB of packing: BLAS's signature has no way to report it */
+}
+
+BF16_TARGET void mlplab_gemm_bf16(int layout, int transa, int transb, int m, int n, int k, float alpha,
+                                  const uint16_t *a, int lda, const uint16_t *b, int ldb, float beta, float *c,
+                                  int ldc) {
+    (void)layout; /* row-major only, as every caller here */
+    if (m <= 0 || n <= 0) return;
+    if (k <= 0 || alpha == 0.0f) {
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+        return;
+    }
+    epilogue ep = {.alpha = alpha, .beta = beta};
+    gemm_ep(transa == TRANS, transb == TRANS, m, n, k, a, lda, b, ldb, c, ldc, &ep);
+}
+
+/* The bf16 step with its element-wise work fused into the products' epilogues (the step's comment says what it
+ * computes; this computes the same bits). Per step it leaves one single-threaded pass over the batch (its
+ * rounding) and the output layer's softmax and bias. The rounded weights are the weight products' epilogue output,
+ * so the next step reuses them when the caller says nothing else wrote the weights (s->weights_rounded). */
+BF16_TARGET static void fused_step_bf16(mlplab_step *s, double *acc) {
+    mlplab_layer *ly = s->layers;
+    int32_t L = s->n_layers;
+    int64_t n = s->n, c = ly[L - 1].units;
+    double lr = s->lr, mu = s->momentum, wd = s->weight_decay;
+    to_bf16_avx512((const float *)s->x, (uint16_t *)s->x_bf16, n * s->input_dim);
+    const uint16_t *h = (const uint16_t *)s->x_bf16;
+    for (int32_t l = 0; l < L; l++) { /* forward: Z (n x u) = Hb (n x d) Wb^T + b, activated, masked, rounded */
+        int64_t d = l == 0 ? s->input_dim : ly[l - 1].units, u = ly[l].units;
+        uint16_t *wb = (uint16_t *)ly[l].weight_bf16;
+        if (!s->weights_rounded) to_bf16_avx512((const float *)ly[l].weight, wb, u * d);
+        epilogue ep = {.alpha = 1.0f, .bias = (const float *)ly[l].bias};
+        if (l < L - 1) {
+            ep.relu = ly[l].flags & MLPLAB_RELU;
+            ep.dropout = (ly[l].flags & MLPLAB_DROPOUT) != 0;
+            ep.key = ly[l].key, ep.threshold = ly[l].threshold, ep.scale = (float)ly[l].scale;
+            ep.rounded = (uint16_t *)ly[l].z_bf16;
+        }
+        gemm_ep(0, 1, n, u, d, h, d, wb, d, (float *)ly[l].z, u, &ep);
+        h = (const uint16_t *)ly[l].z_bf16;
+    }
+    float *dz = (float *)s->dz_out;
+    mlplab_softmax_xent_f32((const float *)ly[L - 1].z, s->y, dz, n, c, (float)(1.0 / (double)n), s->stats);
+    to_bf16_avx512(dz, (uint16_t *)ly[L - 1].dz_bf16, n * c);
+    memset(acc, 0, (size_t)c * sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t k = 0; k < c; k++) acc[k] += dz[i * c + k];
+    for (int32_t l = L - 1; l >= 0; l--) { /* backward; acc holds this layer's bias gradient sums */
+        int64_t d = l == 0 ? s->input_dim : ly[l - 1].units, u = ly[l].units;
+        const uint16_t *hb = l == 0 ? (const uint16_t *)s->x_bf16 : (const uint16_t *)ly[l - 1].z_bf16;
+        const uint16_t *dzb = (const uint16_t *)ly[l].dz_bf16;
+        bias_update_f32((float *)ly[l].bias, mu == 0.0 ? NULL : (float *)ly[l].bias_momentum, acc, u, lr, mu, wd,
+                        s->nesterov, s->init);
+        if (l > 0) { /* dH (n x d) = dZb Wb, with the weights as they were in the forward; then the previous
+                        layer's backward (relu's gate or its dropout mask), its bias sums, and its rounding */
+            const mlplab_layer *prev = &ly[l - 1];
+            int relu = prev->flags & MLPLAB_RELU, drop = (prev->flags & MLPLAB_DROPOUT) != 0;
+            epilogue ep = {.alpha = 1.0f, .colsum = acc, .rounded = (uint16_t *)prev->dz_bf16};
+            if (relu) { /* the float32 masked output: positive exactly where active and kept */
+                ep.gate = (const float *)prev->z;
+                ep.gate_scale = drop ? (float)prev->scale : 1.0f;
+            } else if (drop) {
+                ep.dropout = 1, ep.key = prev->key, ep.threshold = prev->threshold, ep.scale = (float)prev->scale;
+            }
+            memset(acc, 0, (size_t)d * sizeof(double));
+            gemm_ep(0, 0, n, d, u, dzb, u, (const uint16_t *)ly[l].weight_bf16, d, (float *)ly[l].dh, d, &ep);
+        }
+        /* the weight gradient dZb^T (u x n) Hb (n x d), finished by the SGD update; the new weights rounded */
+        epilogue ep = {.alpha = 1.0f, .rounded = (uint16_t *)ly[l].weight_bf16};
+        float *out = (float *)ly[l].weight;
+        if (mu == 0.0) { /* W <- (1 - lr wd) W - lr G */
+            ep.alpha = (float)-lr, ep.beta = (float)(1.0 - lr * wd);
+        } else {
+            out = (float *)ly[l].weight_momentum;
+            ep.w = (float *)ly[l].weight, ep.mu = (float)mu, ep.wd = (float)wd, ep.neg_lr = (float)(-lr);
+            ep.nesterov = s->nesterov, ep.init = s->init;
+            if (!s->init && !s->nesterov) /* buf <- mu buf + G (+ wd W); W <- W - lr buf */
+                ep.sgd = SGD_MOMENTUM, ep.beta = (float)mu;
+            else /* the first momentum step, or Nesterov */
+                ep.sgd = SGD_GRADIENT;
+        }
+        gemm_ep(1, 0, u, d, n, dzb, u, hb, d, out, d, &ep);
+    }
+    s->weights_rounded = 1;
 }
 #else
 int mlplab_gemm_bf16_available(void) { return 0; }
@@ -551,6 +833,7 @@ void mlplab_gemm_bf16(int layout, int transa, int transb, int m, int n, int k, f
     (void)b; (void)ldb; (void)beta; (void)c; (void)ldc;
     abort(); /* never called: mlplab_gemm_bf16_available() said no */
 }
+static void fused_step_bf16(mlplab_step *s, double *acc) { (void)s; (void)acc; abort(); /* never called */ }
 #endif
 
 int64_t mlplab_train_step_bf16(mlplab_step *s) {
@@ -566,6 +849,11 @@ int64_t mlplab_train_step_bf16(mlplab_step *s) {
     for (int32_t l = 0; l < L; l++) widest = ly[l].units > widest ? ly[l].units : widest;
     double *acc = malloc((size_t)widest * sizeof(double)); /* bias gradient sums */
     if (acc == NULL) return -2;
+    if (s->fused && g == mlplab_gemm_bf16) {
+        fused_step_bf16(s, acc);
+        free(acc);
+        return -1;
+    }
     mlplab_to_bf16((const float *)s->x, (uint16_t *)s->x_bf16, n * s->input_dim);
     const uint16_t *h = (const uint16_t *)s->x_bf16;
     for (int32_t l = 0; l < L; l++) { /* forward */
@@ -573,7 +861,7 @@ int64_t mlplab_train_step_bf16(mlplab_step *s) {
         const float *b = (const float *)ly[l].bias;
         float *z = (float *)ly[l].z;
         uint16_t *wb = (uint16_t *)ly[l].weight_bf16;
-        mlplab_to_bf16((const float *)ly[l].weight, wb, u * d);
+        if (!s->weights_rounded) mlplab_to_bf16((const float *)ly[l].weight, wb, u * d);
         for (int64_t i = 0; i < n; i++) memcpy(z + i * u, b, (size_t)u * sizeof(float));
         /* Z (n x u) += Hb (n x d) Wb^T */
         g(ROW_MAJOR, NO_TRANS, TRANS, (int)n, (int)u, (int)d, 1.0f, h, (int)d, wb, (int)d, 1.0f, z, (int)u);
@@ -634,11 +922,12 @@ int64_t mlplab_train_step_bf16(mlplab_step *s) {
         dz = dh;
     }
     free(acc);
+    s->weights_rounded = 0; /* the weights changed after their rounding */
     return -1;
 }
 
 /* The library's version: model/kernels.py refuses a build whose number differs from its own. */
-int mlplab_kernels_version(void) { return 7; }
+int mlplab_kernels_version(void) { return 8; }
 
 /* sizeof(mlplab_layer), sizeof(mlplab_step), then every field's offset in declaration order (kernels.py's
  * _layout() computes the same from its ctypes.Structures); returns how many were written, or -1 if `cap` is short. */
@@ -654,7 +943,8 @@ int64_t mlplab_step_layout(int64_t *out, int64_t cap) {
         offsetof(mlplab_step, dz_out), offsetof(mlplab_step, n), offsetof(mlplab_step, input_dim),
         offsetof(mlplab_step, lr), offsetof(mlplab_step, momentum), offsetof(mlplab_step, weight_decay),
         offsetof(mlplab_step, n_layers), offsetof(mlplab_step, nesterov), offsetof(mlplab_step, init),
-        offsetof(mlplab_step, stats), offsetof(mlplab_step, gemm_bf16), offsetof(mlplab_step, x_bf16),
+        offsetof(mlplab_step, stats), offsetof(mlplab_step, gemm_bf16), offsetof(mlplab_step, x_bf16), offsetof(mlplab_step, fused),
+        offsetof(mlplab_step, weights_rounded),
     };
     int64_t m = (int64_t)(sizeof v / sizeof v[0]);
     if (cap < m) return -1;

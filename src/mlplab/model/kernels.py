@@ -31,7 +31,7 @@ import torch
 
 from mlplab.errors import MlplabError
 
-VERSION = 7  # kernels.c's mlplab_kernels_version()
+VERSION = 8  # kernels.c's mlplab_kernels_version()
 SOURCE = Path(__file__).with_name("kernels.c")
 # -ffp-contract=off: no a*b+c contracted into an FMA, so results equal PyTorch's bit for bit. No -march=native:
 # a cache shared between machines (a network home) must not hand one CPU another's instructions.
@@ -111,6 +111,8 @@ class Step(ctypes.Structure):
         ("stats", ctypes.c_double * 2),        # out: (loss sum, correct count)
         ("gemm_bf16", ctypes.c_void_p),        # bf16 only: the bf16 gemm (Kernels.gemm_bf16)
         ("x_bf16", ctypes.c_void_p),           # bf16 only: (n, input_dim) the batch rounded
+        ("fused", ctypes.c_int32),             # bf16 only: 1 = element-wise work in the products' epilogues
+        ("weights_rounded", ctypes.c_int32),   # bf16 only, in: weight_bf16 is current; out: left current
     ]
 
 
@@ -146,13 +148,25 @@ class Kernels:
         # bf16 mixed precision (float32 masters): a bf16 gemm with float32 output (kernels.c's own on AVX512-BF16,
         # else MKL's), its name for status lines, and the thread count it splits its blocks between
         self.gemm_bf16, self.gemm_bf16_name = _bf16_gemm(lib) if suffix == "f32" else (None, None)
-        self.set_gemm_threads = lib.mlplab_gemm_bf16_set_threads
-        self.set_gemm_threads.argtypes, self.set_gemm_threads.restype = (ctypes.c_int,), None
+        self._set_gemm_threads = lib.mlplab_gemm_bf16_set_threads
+        self._set_gemm_threads.argtypes, self._set_gemm_threads.restype = (ctypes.c_int,), None
+        _gemm_threads[0] = None  # a library just loaded starts at 1 thread, whatever an earlier one was set to
         self.set_gemm_threads(torch.get_num_threads())  # the bf16 step sets it again before each call
         self.train_step_bf16 = None
         if self.gemm_bf16 is not None:
             self.train_step_bf16 = lib.mlplab_train_step_bf16
             self.train_step_bf16.argtypes, self.train_step_bf16.restype = (ctypes.POINTER(Step),), i64
+
+
+    def set_gemm_threads(self, n: int) -> None:
+        """The thread count the bf16 GEMM splits its blocks between (a setting of the library, shared by all
+        Kernels); a ctypes call only when it changes, since the bf16 step sets it before every call."""
+        if _gemm_threads[0] != n:
+            self._set_gemm_threads(n)
+            _gemm_threads[0] = n
+
+
+_gemm_threads = [None]  # the library's current setting, as set through Kernels.set_gemm_threads
 
 
 def _blas_gemm(suffix: str) -> int | None:

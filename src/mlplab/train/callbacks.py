@@ -10,6 +10,10 @@ from mlplab.errors import MlplabError
 class Callback:
     """Base class. `trainer` gives access to the model, the optimizer and trainer.stop_training."""
 
+    # Whether on_batch_end may write the model's weights. While no callback's may, the bf16 step reuses the
+    # weights it rounded to bf16 at the end of the previous batch; callbacks whose on_batch_end only reads say False.
+    writes_weights_between_batches = True
+
     def on_train_begin(self, trainer) -> None: ...
 
     def on_epoch_begin(self, trainer, epoch: int, n_batches: int) -> None: ...
@@ -37,6 +41,18 @@ class Callback:
         return None
 
     def load_state_dict(self, state: dict, tensors: dict | None = None) -> None: ...
+
+
+def batch_hooks_may_write_weights(callbacks) -> bool:
+    """Whether any callback runs an on_batch_end of its own (a function given to LambdaCallback included) that
+    may write the weights."""
+    for cb in callbacks:
+        hook = getattr(cb, "on_batch_end", None)
+        if getattr(hook, "__func__", None) is Callback.on_batch_end:
+            continue  # the base class's: does nothing
+        if getattr(cb, "writes_weights_between_batches", True):
+            return True
+    return False
 
 
 def resolve_mode(monitor: str, mode: str) -> str:

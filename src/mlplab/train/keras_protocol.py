@@ -46,6 +46,8 @@ class KerasAdapter(Callback):
         self.callback = callback
         self.epochs = epochs
         self.last_logs: dict = {}
+        # a Keras callback's batch hook is user code that may write the weights
+        self.writes_weights_between_batches = callable(getattr(callback, "on_train_batch_end", None))
 
     def _call(self, hook: str, *args, **kwargs) -> None:
         fn = getattr(self.callback, hook, None)

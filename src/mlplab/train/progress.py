@@ -72,6 +72,8 @@ class Progress(Callback):
     """The display fit(verbose=1|2) attaches. `stream` is where terminal text goes (sys.stdout by default);
     in Jupyter, outputs go through IPython's display handles instead."""
 
+    writes_weights_between_batches = False  # on_batch_end draws the bar
+
     def __init__(self, epochs: int, verbose: int = 1, *, stream=None, jupyter: bool | None = None,
                  show_lr: bool = False):
         self.epochs = epochs

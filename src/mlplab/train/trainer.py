@@ -21,7 +21,7 @@ import torch
 from mlplab.errors import MlplabError
 from mlplab.model.fused_sgd import FusedSGD
 from mlplab.model.precision import engine_precision, products_for
-from mlplab.train.callbacks import Callback, EarlyStopping
+from mlplab.train.callbacks import Callback, EarlyStopping, batch_hooks_may_write_weights
 from mlplab.train.history import History
 from mlplab.train.options import TrainOptions
 from mlplab.train.optim import make_optimizer, make_schedule
@@ -262,6 +262,10 @@ class Trainer:
         self._begin(callbacks)
 
         check_each_batch = dev.type == "cpu"  # a host sync per batch is free on the CPU, not on a GPU
+        # Between two batches of an epoch only callbacks run: unless one may write the weights, each step can
+        # promise the engine that the weights are as the previous step left them (the bf16 step then reuses its
+        # rounded copy). Not across epochs: on_epoch_end hooks (EarlyStopping, checkpoints) may restore weights.
+        vouch = fused is not None and not batch_hooks_may_write_weights(self.callbacks)
         with _ctrl_c_finishes_batch(self), products_for(self.precision):
             for epoch in range(start_epoch, epochs):
                 for cb in self.callbacks:
@@ -287,7 +291,8 @@ class Trainer:
                     loss_sum, n_correct = engine.train_step(self.model, xs[s:s + self.batch_size],
                                                             ys[s:s + self.batch_size], self.loss,
                                                             generator=self.dropout_gen, sgd=fused,
-                                                            precision=step_precision)
+                                                            precision=step_precision,
+                                                            weights_untouched=vouch and b > 0)
                     if check_each_batch:
                         loss_value = float(loss_sum)
                         if not math.isfinite(loss_value):
