@@ -134,6 +134,7 @@ def own_gemm():
 
     from mlplab.model import kernels
 
+    loaded_kernels()  # built (and cached) before its path is opened
     lib = ctypes.CDLL(str(kernels.library_path()))  # the library kernels.get() built and loaded
     lib.mlplab_gemm_bf16_available.restype = ctypes.c_int
     if not lib.mlplab_gemm_bf16_available():
@@ -296,6 +297,36 @@ def test_bf16_master_update_equals_torch_sgd_on_the_same_bf16_gradients(bf16_ker
         for p, q in zip(model.parameters(), twin.parameters()):
             torch.testing.assert_close(fused.optimizer.state[p]["momentum_buffer"], opt.state[q]["momentum_buffer"],
                                        rtol=2e-5, atol=2e-6)
+
+
+def test_vector_bf16_rounding_equals_the_scalar_one_on_every_kind_of_float(own_gemm):
+    """The fused step rounds with VCVTNEPS2BF16 where it can (it flushes denormals: those lanes take the integer
+    form): the same bits as mlplab_to_bf16 (round to nearest even, NaN quieted with its sign and payload kept) on
+    denormals, ties, NaNs, infinities and random bit patterns, in any position of a vector and its tail."""
+    import ctypes
+
+    from mlplab.model import kernels
+
+    lib = ctypes.CDLL(str(kernels.library_path()))
+    for name in ("mlplab_to_bf16", "mlplab_to_bf16_avx512"):
+        getattr(lib, name).argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+    g = torch.Generator().manual_seed(0)
+    special = torch.tensor([0x00000001, 0x00008000, 0x00018000, 0x007fffff, 0x80000001, 0x807fffff, 0x00800000,
+                            0x3f808000, 0x3f818000, 0x3f80ffff, 0x7f7fffff, 0x7f800000, 0xff800000, 0x7f800001,
+                            0x7fc00000, 0xffffffff, 0x7fbfffff, 0x80000000, 0, 0x3f800000], dtype=torch.int64)
+    bits = torch.cat([special, torch.randint(0, 2 ** 32, (100_003,), generator=g, dtype=torch.int64),
+                      torch.randint(0, 2 ** 23, (5_000,), generator=g, dtype=torch.int64)])  # denormals
+    src = bits.to(torch.int32).view(torch.float32).contiguous()  # the low 32 bits, as a float's bits
+    for n in (len(src), 37, 16, 5):
+        scalar, vector = (torch.full((n,), 0x1234, dtype=torch.int16) for _ in range(2))
+        lib.mlplab_to_bf16(src.data_ptr(), scalar.data_ptr(), n)
+        lib.mlplab_to_bf16_avx512(src.data_ptr(), vector.data_ptr(), n)
+        assert torch.equal(scalar, vector)
+    finite = src[torch.isfinite(src)]
+    expected = finite.to(torch.bfloat16).view(torch.int16)  # PyTorch's rounding, where it defines the bits
+    out = torch.empty(len(finite), dtype=torch.int16)
+    lib.mlplab_to_bf16_avx512(finite.data_ptr(), out.data_ptr(), len(finite))
+    assert torch.equal(out, expected)
 
 
 # --- the fused bf16 step: the element-wise work in the products' epilogues, the same bits as done separately ------

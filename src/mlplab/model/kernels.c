@@ -461,8 +461,11 @@ typedef struct {
     int plain;                /* set by gemm_ep: nothing but the CBLAS update, alpha != 0 */
 } epilogue;
 
-/* 16 lanes of float32 -> bfloat16 exactly as mlplab_to_bf16 (round to nearest even, NaN -> quiet NaN) */
-BF16_TARGET static inline __m256i round16(__m512 x) {
+/* 16 lanes of float32 -> bfloat16 exactly as mlplab_to_bf16 (round to nearest even, NaN -> quiet NaN): the integer
+ * form, and VCVTNEPS2BF16, which rounds the same way and quiets NaNs the same way but flushes denormal inputs to
+ * zero, so those lanes (rare: |x| < 2^-126) take the integer form. Checked equal on all 2^32 inputs; in the
+ * epilogues it saves ~5 instructions per 16 values over the integer form alone. */
+BF16_TARGET static inline __m256i round16_exact(__m512 x) {
     __m512i u = _mm512_castps_si512(x), hi = _mm512_srli_epi32(u, 16);
     __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
                                             _mm512_set1_epi32(0x7f800000));
@@ -472,12 +475,36 @@ BF16_TARGET static inline __m256i round16(__m512 x) {
     return _mm512_cvtepi32_epi16(r);
 }
 
+BF16_TARGET static inline __m256i round16(__m512 x) {
+    __m256i r = (__m256i)_mm512_cvtneps_pbh(x);
+    __m512i u = _mm512_castps_si512(x);
+    __mmask16 denormal = _mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x7f800000)) &
+                         _mm512_test_epi32_mask(u, _mm512_set1_epi32(0x007fffff));
+    if (__builtin_expect(denormal != 0, 0)) r = _mm256_mask_mov_epi16(r, denormal, round16_exact(x));
+    return r;
+}
+
 BF16_TARGET static void to_bf16_avx512(const float *src, uint16_t *dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) _mm256_storeu_si256((__m256i *)(dst + i), round16(_mm512_loadu_ps(src + i)));
     if (i < n) {
         __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
         _mm256_mask_storeu_epi16(dst + i, m, round16(_mm512_maskz_loadu_ps(m, src + i)));
+    }
+}
+
+/* exported for the tests: the vector rounding against mlplab_to_bf16 on every kind of float */
+BF16_TARGET void mlplab_to_bf16_avx512(const float *src, uint16_t *dst, int64_t n) { to_bf16_avx512(src, dst, n); }
+
+/* the same on the GEMM's threads: the batch's rounding (128 x 784 at the notebook's size) was the largest
+ * single-threaded part left in the fused step, ~10 us with the second core idle */
+BF16_TARGET static void to_bf16_threads(const float *src, uint16_t *dst, int64_t n) {
+    int threads = n >= (int64_t)1 << 15 ? gemm_threads : 1;
+    int64_t chunks = (n + 1023) / 1024;
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
+    for (int64_t c = 0; c < chunks; c++) {
+        int64_t lo = c * 1024, len = n - lo < 1024 ? n - lo : 1024;
+        to_bf16_avx512(src + lo, dst + lo, len);
     }
 }
 
@@ -764,12 +791,12 @@ BF16_TARGET static void fused_step_bf16(mlplab_step *s, double *acc) {
     int32_t L = s->n_layers;
     int64_t n = s->n, c = ly[L - 1].units;
     double lr = s->lr, mu = s->momentum, wd = s->weight_decay;
-    to_bf16_avx512((const float *)s->x, (uint16_t *)s->x_bf16, n * s->input_dim);
+    to_bf16_threads((const float *)s->x, (uint16_t *)s->x_bf16, n * s->input_dim);
     const uint16_t *h = (const uint16_t *)s->x_bf16;
     for (int32_t l = 0; l < L; l++) { /* forward: Z (n x u) = Hb (n x d) Wb^T + b, activated, masked, rounded */
         int64_t d = l == 0 ? s->input_dim : ly[l - 1].units, u = ly[l].units;
         uint16_t *wb = (uint16_t *)ly[l].weight_bf16;
-        if (!s->weights_rounded) to_bf16_avx512((const float *)ly[l].weight, wb, u * d);
+        if (!s->weights_rounded) to_bf16_threads((const float *)ly[l].weight, wb, u * d);
         epilogue ep = {.alpha = 1.0f, .bias = (const float *)ly[l].bias};
         if (l < L - 1) {
             ep.relu = ly[l].flags & MLPLAB_RELU;
@@ -834,6 +861,7 @@ void mlplab_gemm_bf16(int layout, int transa, int transb, int m, int n, int k, f
     abort(); /* never called: mlplab_gemm_bf16_available() said no */
 }
 static void fused_step_bf16(mlplab_step *s, double *acc) { (void)s; (void)acc; abort(); /* never called */ }
+void mlplab_to_bf16_avx512(const float *src, uint16_t *dst, int64_t n) { mlplab_to_bf16(src, dst, n); }
 #endif
 
 int64_t mlplab_train_step_bf16(mlplab_step *s) {
