@@ -728,6 +728,28 @@ def test_a_resumed_run_keeps_its_tensorboard_run(tmp_path):
     assert len(later.Tensors("model/summary/text_summary")) == 1 and len(later.PluginTagToContent("hparams")) == 3
 
 
+def test_a_resume_within_the_same_second_still_purges_the_retrained_epochs(tmp_path):
+    """TensorBoard reads event files in name order (creation second, host, pid): the old file is renamed to this
+    second with a pid that sorts last, as when a script resumes a killed run at once. The resume's file must still
+    sort after it, or its purge of epoch 2 comes first and epoch 2 is drawn twice."""
+    import time
+
+    from mlplab.runs.session import resume_run, train_run
+    from mlplab.train.options import TrainOptions
+
+    run, tb = tmp_path / "run", tmp_path / "tb"
+    train_run(TrainOptions(data="digits", model=SPEC, epochs=2, tensorboard=str(tb)), run)
+    [old] = tb.glob("events.out.tfevents.*")
+    parts = old.name.split(".")
+    parts[3], parts[-2] = str(int(time.time())), "99999999"
+    old.rename(tb / ".".join(parts))
+    resume_run(run, epochs=3, tensorboard=str(tb))
+    files = sorted(p.name for p in tb.glob("events.out.tfevents.*"))
+    assert files[0] == ".".join(parts)  # the old file is read first
+    acc = _accumulator(tb)
+    assert [e.step for e in acc.Scalars("loss")] == [1, 2, 3]
+
+
 EXPERIMENT = """
 name = "logged"
 data = "digits"

@@ -145,7 +145,7 @@ def own_gemm():
     lib.mlplab_gemm_bf16_set_threads.argtypes = (ctypes.c_int,)
     yield gemm, lib.mlplab_gemm_bf16_set_threads
     lib.mlplab_gemm_bf16_set_threads(torch.get_num_threads())
-    kernels._gemm_threads[0] = None  # set behind Kernels.set_gemm_threads's back: forget what it remembers
+    kernels._gemm_threads.clear()  # set behind Kernels.set_gemm_threads's back: forget what it remembers
 
 
 def _run_gemm(gemm, ta, tb, m, n, k, alpha, beta, seed=0, pad=3):
@@ -330,12 +330,22 @@ def test_vector_bf16_rounding_equals_the_scalar_one_on_every_kind_of_float(own_g
 
 
 # --- the fused bf16 step: the element-wise work in the products' epilogues, the same bits as done separately ------
+@pytest.fixture
+def fused_gemm(own_gemm):
+    """The fused step runs with mlplab's own GEMM only (on AMX CPUs MKL's is chosen and these tests would compare
+    the unfused step with itself)."""
+    if loaded_kernels()[torch.float32].gemm_bf16_name != "mlplab AVX512-BF16":
+        pytest.skip("the bf16 step uses MKL's GEMM here (AMX): no fused epilogues")
+    return own_gemm
+
+
 FUSED_NETS = ["300:relu,dropout:0.2,70:relu,dropout:0.35,7:softmax",   # units not multiples of 4, 16 or 64
               "256:linear,dropout:0.3,65:linear,10:softmax",          # a linear layer's dropout, a plain one
-              "130:relu,130:relu,3:softmax"]                          # relu without dropout
+              "130:relu,130:relu,3:softmax",                          # relu without dropout
+              "300:relu,dropout:0.2,48:relu,dropout:0.3,5:softmax"]   # a product split by row blocks
 
 
-def _twin_steps(spec, settings, threads, n_steps=3, batch=67, reuse=True):
+def _twin_steps(spec, settings, threads, n_steps=3, batch=199, reuse=True):
     """The same steps on two copies of one model: the fused bf16 step (reusing the weights it rounded when
     `reuse`) and the unfused one (the products through the CBLAS interface, the element-wise kernels after
     them, the weights rounded afresh each step). Returns (fused model, its optimizer, unfused model, its
@@ -355,6 +365,7 @@ def _twin_steps(spec, settings, threads, n_steps=3, batch=67, reuse=True):
             y = torch.randint(0, m.plan[-1][0].out_features, (batch,), generator=data)
             stats.append(engine.train_step(m, x, y, "categorical_crossentropy", gen, sgd=sgd, precision="bf16",
                                            weights_untouched=reuse and i > 0))
+            assert step.args.weights_rounded == fused  # the fused step ran (and left its rounding current)
         runs.append((m, sgd, stats))
     return runs[0][0], runs[0][1], runs[1][0], runs[1][1], runs[0][2], runs[1][2]
 
@@ -371,7 +382,7 @@ def _assert_same_bits(model, sgd, twin, twin_sgd):
 @pytest.mark.parametrize("settings", SGD_SETTINGS, ids=settings_id)
 @pytest.mark.parametrize("spec", FUSED_NETS)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_fused_bf16_step_is_bit_identical_to_the_unfused_one(own_gemm, settings, spec, threads):
+def test_fused_bf16_step_is_bit_identical_to_the_unfused_one(fused_gemm, settings, spec, threads):
     previous = torch.get_num_threads()
     try:
         model, sgd, twin, twin_sgd, stats, twin_stats = _twin_steps(spec, settings, threads)
@@ -382,14 +393,38 @@ def test_fused_bf16_step_is_bit_identical_to_the_unfused_one(own_gemm, settings,
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_fused_bf16_step_reuses_its_rounded_weights_only_when_nothing_wrote_them(own_gemm):
+def test_fused_bf16_step_at_lr_0_keeps_the_weights_bits_as_the_unfused_one(fused_gemm):
+    """lr 0 (a schedule's end): the weight product's alpha is -0, so the update is W = beta W exactly, -0 kept,
+    as the CBLAS interface's alpha-0 shortcut computes it."""
+    models = []
+    for fused in (1, 0):
+        model = build("64:relu,dropout:0.2,5:softmax", 40, seed=2)
+        with torch.no_grad():
+            model.plan[0][0].weight[::3] = -0.0
+        sgd = FusedSGD(torch.optim.SGD(model.parameters(), lr=0.0, weight_decay=1e-2))
+        engine.choose_route(model, "cpu", torch.float32, sgd, precision="bf16").step.args.fused = fused
+        data = torch.Generator().manual_seed(0)
+        x, y = torch.randn(50, 40, generator=data), torch.randint(0, 5, (50,), generator=data)
+        engine.train_step(model, x, y, "categorical_crossentropy", torch.Generator().manual_seed(1), sgd=sgd,
+                          precision="bf16")
+        models.append(model)
+    for p, q in zip(*(m.parameters() for m in models)):
+        assert torch.equal(p.detach().view(torch.int32), q.detach().view(torch.int32))
+    assert (models[0].plan[0][0].weight[::3].detach().view(torch.int32) == -2 ** 31).all()  # -0 stayed -0
+
+
+def test_fused_bf16_step_reuses_its_rounded_weights_only_when_nothing_wrote_them(fused_gemm):
     """After steps promised untouched weights (reusing the rounding of the previous step's weight products: the same
     bits as rounding afresh, above), weights are written between steps. A write PyTorch counts (an in-place op
     under no_grad, as load_state_dict does) is seen even under the promise; a write behind its back (.data) is the
     promise's to exclude: without the promise the weights are rounded afresh, and a wrong promise (the control)
     really does train on the stale rounding."""
     settings = SGD_SETTINGS[2]
-    model, sgd, *_ = _twin_steps(FUSED_NETS[0], settings, 2)
+    previous = torch.get_num_threads()
+    try:
+        model, sgd, *_ = _twin_steps(FUSED_NETS[0], settings, 2)
+    finally:
+        torch.set_num_threads(previous)
     step = engine.choose_route(model, "cpu", torch.float32, sgd, precision="bf16").step
     assert step.args.weights_rounded == 1 and step._rounded_stamp is not None  # the reuse was really in play
 
@@ -405,7 +440,7 @@ def test_fused_bf16_step_reuses_its_rounded_weights_only_when_nothing_wrote_them
     engine.choose_route(control, "cpu", torch.float32, control_sgd, precision="bf16").step.args.fused = 1
     control_step = engine.choose_route(control, "cpu", torch.float32, control_sgd, precision="bf16").step
     data = torch.Generator().manual_seed(8)
-    x, y = torch.randn(67, 200, generator=data), torch.randint(0, 7, (67,), generator=data)
+    x, y = torch.randn(199, 200, generator=data), torch.randint(0, 7, (199,), generator=data)
 
     def step_all(promise_model, promise_control):
         for m, s, promise in ((model, sgd, promise_model), (twin, twin_sgd, False), (control, control_sgd,
@@ -446,15 +481,28 @@ def test_which_callbacks_may_write_weights_between_batches():
     quiet = [Callback(), EarlyStopping(), LambdaCallback(on_epoch_end=lambda *a: None), Progress(3, verbose=0),
              ConsoleProgress(3), KerasAdapter(object(), 3)]
     assert not batch_hooks_may_write_weights(quiet)
-    for writer in (Writes(), LambdaCallback(on_batch_end=lambda *a: None), KerasAdapter(KerasBatchHook(), 3)):
+    class MyProgress(Progress):  # a hook of its own: Progress's "only reads" is not inherited
+        def on_batch_end(self, trainer, batch, logs):
+            pass
+
+    class Quiet(Callback):
+        writes_weights_between_batches = False
+
+        def on_batch_end(self, trainer, batch, logs):
+            pass
+
+    assert not batch_hooks_may_write_weights(quiet + [Quiet()])
+    for writer in (Writes(), LambdaCallback(on_batch_end=lambda *a: None), KerasAdapter(KerasBatchHook(), 3),
+                   MyProgress(3, verbose=0)):
         assert batch_hooks_may_write_weights(quiet + [writer]), writer
 
 
 @pytest.mark.parametrize("write", [False, True], ids=["no-writes", "data-writes"])
-def test_trainer_reuses_rounded_weights_within_an_epoch_unless_a_batch_hook_may_write(own_gemm, monkeypatch, write):
-    """fit() promises untouched weights from the second batch of each epoch on, unless a callback runs code
-    between batches; results are bit-identical to a fit that never promises, also when a batch hook writes the
-    weights behind PyTorch's back (.data, as a max-norm constraint written in old tutorials does)."""
+def test_trainer_reuses_rounded_weights_within_an_epoch_unless_a_batch_hook_may_write(fused_gemm, monkeypatch, write):
+    """fit() promises untouched weights from the second batch of each epoch on (the reuse then gives the bits of a
+    fit that never promises), unless a callback runs code between batches: a batch hook that writes the weights
+    behind PyTorch's back (.data, as a max-norm constraint written in old tutorials does) gets no promise, and
+    the control shows that promising anyway would change the result."""
     from mlplab.train import Trainer
     from mlplab.train.callbacks import LambdaCallback
 

@@ -456,7 +456,7 @@ typedef struct {
     int sgd;                  /* SGD_NONE: C = v. Otherwise C is the momentum buffer, v its product part: */
     float *w;                 /* the float32 master weights, updated as mlplab_train_step_f32's loops do */
     float mu, wd, neg_lr;
-    int nesterov, init;
+    int has_wd, nesterov, init;  /* has_wd: wd != 0 as a double (a wd under float's range still adds 0 W) */
     uint16_t *rounded;        /* rounded[i][j] = bf16 of the stored C (SGD kinds: of the new weight) */
     int plain;                /* set by gemm_ep: nothing but the CBLAS update, alpha != 0 */
 } epilogue;
@@ -545,7 +545,7 @@ BF16_TARGET static __attribute__((noinline)) void finish(const epilogue *ep, __m
     const __m512 vmu = _mm512_set1_ps(ep->mu), vwd = _mm512_set1_ps(ep->wd), neg_lr = _mm512_set1_ps(ep->neg_lr);
     const __m512i threshold = _mm512_set1_epi32(ep->threshold);
     const uint64_t key = ep->key;
-    const int wd = ep->wd != 0.0f, nesterov = ep->nesterov, init = ep->init;
+    const int wd = ep->has_wd, nesterov = ep->nesterov, init = ep->init;
     __mmask16 m[4];
 #pragma GCC unroll 4
     for (int v = 0; v < 4; v++) {
@@ -558,11 +558,18 @@ BF16_TARGET static __attribute__((noinline)) void finish(const epilogue *ep, __m
         int64_t e = (i0 + r) * ldc + j0; /* the row's first element in C */
         __m512 out[4];
 #pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) out[v] = alpha != 0.0f ? _mm512_mul_ps(va, acc[r][v]) : zero;
-        if (beta != 0.0f) /* beta 0: C is not read (it may hold anything, NaN included), as in BLAS */
+        for (int v = 0; v < 4; v++) out[v] = _mm512_mul_ps(va, acc[r][v]);
+        /* beta 0: C is not read (it may hold anything, NaN included), as in BLAS; alpha 0 (lr 0): acc is not
+           used and v = beta C exactly, as mlplab_gemm_bf16's shortcut computes it (-0 stays -0) */
+        if (beta != 0.0f)
 #pragma GCC unroll 4
-            for (int v = 0; v < 4; v++)
-                out[v] = _mm512_add_ps(out[v], _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m[v], c + e + 16 * v)));
+            for (int v = 0; v < 4; v++) {
+                __m512 bc = _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m[v], c + e + 16 * v));
+                out[v] = alpha != 0.0f ? _mm512_add_ps(out[v], bc) : bc;
+            }
+        else if (alpha == 0.0f)
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) out[v] = zero;
         if (bias)
 #pragma GCC unroll 4
             for (int v = 0; v < 4; v++) out[v] = _mm512_add_ps(out[v], _mm512_maskz_loadu_ps(m[v], bias + j0 + 16 * v));
@@ -841,6 +848,7 @@ BF16_TARGET static void fused_step_bf16(mlplab_step *s, double *acc) {
         } else {
             out = (float *)ly[l].weight_momentum;
             ep.w = (float *)ly[l].weight, ep.mu = (float)mu, ep.wd = (float)wd, ep.neg_lr = (float)(-lr);
+            ep.has_wd = wd != 0.0;
             ep.nesterov = s->nesterov, ep.init = s->init;
             if (!s->init && !s->nesterov) /* buf <- mu buf + G (+ wd W); W <- W - lr buf */
                 ep.sgd = SGD_MOMENTUM, ep.beta = (float)mu;

@@ -150,7 +150,8 @@ class Kernels:
         self.gemm_bf16, self.gemm_bf16_name = _bf16_gemm(lib) if suffix == "f32" else (None, None)
         self._set_gemm_threads = lib.mlplab_gemm_bf16_set_threads
         self._set_gemm_threads.argtypes, self._set_gemm_threads.restype = (ctypes.c_int,), None
-        _gemm_threads[0] = None  # a library just loaded starts at 1 thread, whatever an earlier one was set to
+        self._lib_key = lib._handle
+        _gemm_threads.pop(self._lib_key, None)  # a library just loaded starts at 1 thread
         self.set_gemm_threads(torch.get_num_threads())  # the bf16 step sets it again before each call
         self.train_step_bf16 = None
         if self.gemm_bf16 is not None:
@@ -161,12 +162,12 @@ class Kernels:
     def set_gemm_threads(self, n: int) -> None:
         """The thread count the bf16 GEMM splits its blocks between (a setting of the library, shared by all
         Kernels); a ctypes call only when it changes, since the bf16 step sets it before every call."""
-        if _gemm_threads[0] != n:
+        if _gemm_threads.get(self._lib_key) != n:
             self._set_gemm_threads(n)
-            _gemm_threads[0] = n
+            _gemm_threads[self._lib_key] = n
 
 
-_gemm_threads = [None]  # the library's current setting, as set through Kernels.set_gemm_threads
+_gemm_threads: dict = {}  # per loaded library (its handle): its setting, as set through Kernels.set_gemm_threads
 
 
 def _blas_gemm(suffix: str) -> int | None:

@@ -9,9 +9,11 @@ with label and prediction, sprite.png, projector_config.pbtxt) for hidden layers
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,23 @@ INSTALL_HINT = "pip install 'mlplab[tensorboard]'"
 SCALARS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
 # the sprite is one square PNG; the projector reads at most 8192x8192 pixels of it
 MAX_SPRITE_SIDE = 8192
+
+
+def _after_existing_event_files(log_dir: Path) -> None:
+    """Wait (at most a second) until a new event file's name sorts after the folder's existing ones.
+
+    TensorBoard reads a run's event files in name order, and the name starts with the creation time in whole
+    seconds, then the host and the process id. A resume that starts within the same second as the process it
+    continues (a script resuming a killed run) could otherwise get a name that sorts first: its purge of the
+    re-trained epochs would then come before the events it purges, and the charts would show them twice."""
+    stamps = []
+    for path in log_dir.glob("events.out.tfevents.*"):
+        with contextlib.suppress(ValueError, IndexError):
+            stamps.append(int(path.name.split(".")[3]))
+    if stamps:
+        wait = max(stamps) + 1 - time.time()
+        if 0 < wait <= 1.5:
+            time.sleep(wait)
 
 
 def summary_writer(log_dir, **kwargs):
@@ -194,6 +213,8 @@ class TensorBoard(Callback):
         first = done == 0 or not any(self.log_dir.glob("events.out.tfevents.*"))
         # a resumed run may have logged epochs past its last checkpoint before it stopped: TensorBoard drops
         # those steps from the older event files (purge_step) instead of drawing them twice
+        if done:
+            _after_existing_event_files(self.log_dir)
         self.writer = summary_writer(self.log_dir, purge_step=done + 1 if done else None)
         if done:
             _keep_projector_embeddings(self.writer, self.log_dir, done)

@@ -47,10 +47,17 @@ def batch_hooks_may_write_weights(callbacks) -> bool:
     """Whether any callback runs an on_batch_end of its own (a function given to LambdaCallback included) that
     may write the weights."""
     for cb in callbacks:
-        hook = getattr(cb, "on_batch_end", None)
-        if getattr(hook, "__func__", None) is Callback.on_batch_end:
+        func = getattr(getattr(cb, "on_batch_end", None), "__func__", None)
+        if func is Callback.on_batch_end:
             continue  # the base class's: does nothing
-        if getattr(cb, "writes_weights_between_batches", True):
+        if "writes_weights_between_batches" in vars(cb):  # said per instance (KerasAdapter)
+            if cb.writes_weights_between_batches:
+                return True
+            continue
+        # The class that defines the hook must say it only reads: a subclass of Progress with a hook of its own
+        # does not inherit Progress's word. A plain function (LambdaCallback) counts as a writer.
+        owner = next((k for k in type(cb).__mro__ if func is not None and vars(k).get("on_batch_end") is func), None)
+        if owner is None or vars(owner).get("writes_weights_between_batches", True):
             return True
     return False
 
