@@ -19,6 +19,7 @@ from mlplab.train.progress import REFRESH_SECONDS, epoch_line, running_stats
 
 class ConsoleProgress(Callback):
     writes_weights_between_batches = False  # on_batch_end draws the bar
+
     def __init__(self, epochs: int, console: Console | None = None, show_lr: bool = False):
         self.epochs = epochs
         self.console = console or make_console()

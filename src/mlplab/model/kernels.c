@@ -145,11 +145,15 @@ DEFINE_KERNELS(double, f64)
             p[k] = p[k] - (T)lr * g;                                                                     \
         }                                                                                                \
     }                                                                                                    \
-    static void bias_sgd_core_##SUFFIX(T *p, T *buf, const T *dz, int64_t n, int64_t c, double lr, double mu, \
-                                       double wd, int nesterov, int init, double *acc) {                 \
+    /* acc[k] <- the column sums of dz (n, c) in double, rows in order */                               \
+    static void bias_sums_##SUFFIX(const T *dz, int64_t n, int64_t c, double *acc) {                     \
         memset(acc, 0, (size_t)c * sizeof(double));                                                      \
         for (int64_t i = 0; i < n; i++)                                                                  \
             for (int64_t k = 0; k < c; k++) acc[k] += dz[i * c + k];                                     \
+    }                                                                                                    \
+    static void bias_sgd_core_##SUFFIX(T *p, T *buf, const T *dz, int64_t n, int64_t c, double lr, double mu, \
+                                       double wd, int nesterov, int init, double *acc) {                 \
+        bias_sums_##SUFFIX(dz, n, c, acc);                                                               \
         bias_update_##SUFFIX(p, buf, acc, c, lr, mu, wd, nesterov, init);                                \
     }                                                                                                    \
     int mlplab_bias_sgd_##SUFFIX(T *p, T *buf, const T *dz, int64_t n, int64_t c, double lr, double mu, \
@@ -817,9 +821,7 @@ BF16_TARGET static void fused_step_bf16(mlplab_step *s, double *acc) {
     float *dz = (float *)s->dz_out;
     mlplab_softmax_xent_f32((const float *)ly[L - 1].z, s->y, dz, n, c, (float)(1.0 / (double)n), s->stats);
     to_bf16_avx512(dz, (uint16_t *)ly[L - 1].dz_bf16, n * c);
-    memset(acc, 0, (size_t)c * sizeof(double));
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t k = 0; k < c; k++) acc[k] += dz[i * c + k];
+    bias_sums_f32(dz, n, c, acc);
     for (int32_t l = L - 1; l >= 0; l--) { /* backward; acc holds this layer's bias gradient sums */
         int64_t d = l == 0 ? s->input_dim : ly[l - 1].units, u = ly[l].units;
         const uint16_t *hb = l == 0 ? (const uint16_t *)s->x_bf16 : (const uint16_t *)ly[l - 1].z_bf16;

@@ -158,7 +158,6 @@ class Kernels:
             self.train_step_bf16 = lib.mlplab_train_step_bf16
             self.train_step_bf16.argtypes, self.train_step_bf16.restype = (ctypes.POINTER(Step),), i64
 
-
     def set_gemm_threads(self, n: int) -> None:
         """The thread count the bf16 GEMM splits its blocks between (a setting of the library, shared by all
         Kernels); a ctypes call only when it changes, since the bf16 step sets it before every call."""
